@@ -1,0 +1,29 @@
+"""Fail if foodvision/ is out of sync with nbs/ or if notebooks are not clean.
+
+Runs nbdev-export and nbdev-clean and compares file contents before and after, so it works on a
+fresh clone and in a working tree with uncommitted changes alike."""
+import hashlib, subprocess, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+def digest(pattern):
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in ROOT.glob(pattern)}
+
+def changed_by(cmd, pattern):
+    before = digest(pattern)
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    after = digest(pattern)
+    return sorted(str(p.relative_to(ROOT)) for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+
+def main():
+    problems = []
+    if stale := changed_by(['nbdev-export'], 'foodvision/**/*.py'):
+        problems.append(f"library out of sync with notebooks (nbdev-export changed: {', '.join(stale)})")
+    if dirty := changed_by(['nbdev-clean'], 'nbs/**/*.ipynb'):
+        problems.append(f"notebooks not clean (nbdev-clean changed: {', '.join(dirty)})")
+    for p in problems: print(f"check_sync: {p}; review and commit the result", file=sys.stderr)
+    if not problems: print("check_sync: library in sync with notebooks; notebooks clean")
+    return 1 if problems else 0
+
+if __name__ == '__main__': sys.exit(main())
