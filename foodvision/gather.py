@@ -6,11 +6,11 @@ Docs: https://foodvision.github.io/foodvision/gather.html.md"""
 
 # %% auto #0
 __all__ = ['LICENCES', 'ImageHit', 'StaticSearch', 'backoff_delay', 'call_with_backoff', 'SearchFailed', 'search_library',
-           'hits_from_results', 'DDGSSearch', 'write_json_atomic', 'search_cache_path', 'cached_search',
-           'is_public_address', 'FetchFailed', 'split_url', 'resolve_public', 'FetchPolicy', 'PinnedConnection',
-           'read_capped', 'check_image_content_type', 'retry_after_seconds', 'fetch_image', 'rejection_reason',
-           'checked_image_bytes', 'read_classes', 'GatherReport', 'gathered_urls', 'plan_downloads', 'bounded_map',
-           'download_one', 'add_batch', 'gather']
+           'hits_from_results', 'DDGSSearch', 'search_cache_path', 'cached_search', 'is_public_address', 'FetchFailed',
+           'split_url', 'resolve_public', 'FetchPolicy', 'read_capped', 'check_image_content_type',
+           'retry_after_seconds', 'fetch_image', 'rejection_reason', 'checked_image_bytes', 'read_classes',
+           'GatherReport', 'format_report', 'gathered_urls', 'plan_downloads', 'bounded_map', 'download_one',
+           'add_batch', 'web_record', 'gather']
 
 # %% ../nbs/03_gather.ipynb #c0004
 import functools
@@ -19,7 +19,6 @@ import http.client
 import io
 import ipaddress
 import json
-import os
 import random
 import re
 import socket
@@ -36,7 +35,7 @@ from urllib.parse import quote, urljoin, urlsplit
 from PIL import ImageOps
 
 from .imaging import ImageRejected, open_image_checked, shrink_to, to_rgb
-from .store import StoreError, check_class_name, check_split
+from .store import StoreError, atomic_write_bytes, check_class_name, check_split
 
 # %% ../nbs/03_gather.ipynb #c0006
 @dataclass(frozen=True)
@@ -130,14 +129,7 @@ class DDGSSearch:
         except library_error as e: raise SearchFailed(f"search {query!r} failed after {self.tries} tries: {e}") from e
         return hits_from_results(rows)
 
-# %% ../nbs/03_gather.ipynb #c0021
-def write_json_atomic(path:Path, obj):
-    "Write `obj` as JSON to `path` via a temporary file and a rename, so readers never see half a file."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
+# %% ../nbs/03_gather.ipynb #c0022
 def search_cache_path(cache_dir:Path, query:str, licence:str|None)->Path:
     "The cache file of one (query, licence): a readable slug plus a hash, so different queries never collide."
     key = hashlib.sha256(json.dumps([query, licence]).encode()).hexdigest()[:12]
@@ -156,12 +148,13 @@ def cached_search(search, # a search backend (`DDGSSearch`, `StaticSearch`, ...)
         if saved['max_results'] >= max_results: return [ImageHit(**h) for h in saved['hits']][:max_results]
     except (OSError, ValueError, KeyError, TypeError): pass  # no cache yet, or an unreadable one: search again
     hits = search.search(query, max_results, licence)
-    write_json_atomic(path, dict(query=query, licence=licence, max_results=max_results,
-                                 searched_at=datetime.now(timezone.utc).isoformat(timespec='seconds'),
-                                 hits=[asdict(h) for h in hits]))
+    saved = dict(query=query, licence=licence, max_results=max_results,
+                 searched_at=datetime.now(timezone.utc).isoformat(timespec='seconds'), hits=[asdict(h) for h in hits])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(saved, indent=1).encode())
     return hits
 
-# %% ../nbs/03_gather.ipynb #c0024
+# %% ../nbs/03_gather.ipynb #c0025
 _NAT64 = ipaddress.ip_network('64:ff9b::/96')
 
 def _embedded_ipv4(ip)->list:
@@ -185,7 +178,7 @@ def is_public_address(address:str, # an IP address as text, e.g. from `getaddrin
     if allow_loopback and ip.is_loopback: return True
     return _is_global(ip) and all(_is_global(a) for a in inner)
 
-# %% ../nbs/03_gather.ipynb #c0027
+# %% ../nbs/03_gather.ipynb #c0028
 class FetchFailed(Exception):
     "A download that was refused or failed; `reason` is the short code it is counted under."
     def __init__(self, reason:str, # e.g. 'not_public_address', 'http_404', 'too_large'
@@ -193,7 +186,7 @@ class FetchFailed(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
 
-# %% ../nbs/03_gather.ipynb #c0029
+# %% ../nbs/03_gather.ipynb #c0030
 _SAFE_PATH = "/%:@!$&'()*+,;=~-._"
 
 def split_url(url:str)->tuple:
@@ -217,7 +210,7 @@ def resolve_public(host:str, port:int, allow_loopback:bool=False)->str:
     if refused or not addresses: raise FetchFailed('not_public_address', f"{host} resolves to {(refused or ['nothing'])[0]}")
     return addresses[0]
 
-# %% ../nbs/03_gather.ipynb #c0032
+# %% ../nbs/03_gather.ipynb #c0033
 @dataclass
 class FetchPolicy:
     "Limits for downloading one image."
@@ -231,7 +224,7 @@ class FetchPolicy:
     max_retry_after:float=30.0 # longest wait honoured from Retry-After (or backoff)
     user_agent:str='foodvision-gather/0.1 (+https://github.com/foodvision/foodvision)'
 
-# %% ../nbs/03_gather.ipynb #c0034
+# %% ../nbs/03_gather.ipynb #c0038
 class _DeadlineSocket:
     "The few socket methods `http.client` uses, each bounded by the deadline; the socket closes when it and its readers have."
     def __init__(self, sock, deadline:float, read_timeout:float):
@@ -259,10 +252,20 @@ class _DeadlineReader(io.RawIOBase):
         if not self.closed: self.owner.release()
         super().close()
 
+# %% ../nbs/03_gather.ipynb #c0041
+def _dial(address:str, port:int, timeout:float)->socket.socket:
+    "A TCP connection to exactly `address`: no name lookup happens here, so nothing can swap the address we checked."
+    sock = socket.socket(socket.AF_INET6 if ':' in address else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout); sock.connect((address, port))
+        return sock
+    except BaseException:
+        sock.close(); raise
+
 @functools.lru_cache(maxsize=1)
 def _tls_context()->ssl.SSLContext: return ssl.create_default_context()  # verifies certificates and host names
 
-class PinnedConnection(http.client.HTTPConnection):
+class _PinnedConnection(http.client.HTTPConnection):
     "An HTTP(S) connection to `host` that dials an already-checked `address` and respects a deadline."
     def __init__(self, scheme:str, host:str, port:int, address:str, policy:FetchPolicy, deadline:float):
         super().__init__(host, port, timeout=policy.read_timeout)
@@ -272,13 +275,13 @@ class PinnedConnection(http.client.HTTPConnection):
     def connect(self):
         left = self.deadline - time.monotonic()
         if left <= 0: raise TimeoutError('download deadline passed')
-        sock = socket.create_connection((self.address, self.port), min(self.policy.connect_timeout, left))
+        sock = _dial(self.address, self.port, min(self.policy.connect_timeout, left))
         if self.scheme == 'https':
             sock.settimeout(min(self.policy.read_timeout, max(0.01, self.deadline - time.monotonic())))
             sock = _tls_context().wrap_socket(sock, server_hostname=self.host)
         self.sock = _DeadlineSocket(sock, self.deadline, self.policy.read_timeout)
 
-# %% ../nbs/03_gather.ipynb #c0036
+# %% ../nbs/03_gather.ipynb #c0044
 def read_capped(resp:http.client.HTTPResponse, max_bytes:int, chunk:int=64*1024)->bytes:
     "The response body, failing with `too_large` as soon as it passes `max_bytes`."
     if resp.length is not None and resp.length > max_bytes:
@@ -303,7 +306,7 @@ def retry_after_seconds(value:str|None, # a Retry-After header: seconds or an HT
     except (TypeError, ValueError): return None
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds()) if when.tzinfo else None
 
-# %% ../nbs/03_gather.ipynb #c0039
+# %% ../nbs/03_gather.ipynb #c0047
 _REDIRECTS = (301, 302, 303, 307, 308)
 _RETRY_STATUSES = (429, 503)
 
@@ -314,7 +317,7 @@ def _get(url:str, policy:FetchPolicy, deadline:float)->tuple:
     "One checked GET: returns the open connection and its response."
     scheme, host, port, target = split_url(url)
     address = resolve_public(host, port, policy.allow_loopback)
-    conn = PinnedConnection(scheme, host, port, address, policy, deadline)
+    conn = _PinnedConnection(scheme, host, port, address, policy, deadline)
     try:
         conn.request('GET', target, headers={'User-Agent': policy.user_agent, 'Accept': 'image/*'})
         return conn, conn.getresponse()
@@ -343,7 +346,7 @@ def _failure_of(e:Exception)->FetchFailed:
     if isinstance(e, http.client.HTTPException): return FetchFailed('bad_response', f"{type(e).__name__}: {e}")
     return FetchFailed('connection_error', f"{type(e).__name__}: {e}")
 
-# %% ../nbs/03_gather.ipynb #c0040
+# %% ../nbs/03_gather.ipynb #c0048
 def fetch_image(url:str, # an http(s) URL from a search result
                 policy:FetchPolicy|None=None, # limits; default `FetchPolicy()`
                 sleep=time.sleep, # how to wait before retrying a 429/503
@@ -358,7 +361,7 @@ def fetch_image(url:str, # an http(s) URL from a search result
             sleep(min(wait, policy.max_retry_after))
         except (OSError, http.client.HTTPException) as e: raise _failure_of(e) from None
 
-# %% ../nbs/03_gather.ipynb #c0045
+# %% ../nbs/03_gather.ipynb #c0051
 def rejection_reason(e:ImageRejected)->str:
     "The short reason an `ImageRejected` is counted under."
     msg = str(e)
@@ -379,7 +382,7 @@ def checked_image_bytes(data:bytes, # downloaded bytes
     out = io.BytesIO(); small.save(out, fmt, **({'quality': 90} if fmt == 'JPEG' else {}))
     return out.getvalue()
 
-# %% ../nbs/03_gather.ipynb #c0048
+# %% ../nbs/03_gather.ipynb #c0054
 def read_classes(path # text file: one class per line; blank lines and `#` comments are ignored
                 )->list:
     "The class names listed in `path`, in order and without repeats, each checked by `check_class_name`."
@@ -391,13 +394,13 @@ def read_classes(path # text file: one class per line; blank lines and `#` comme
         except StoreError as e: raise StoreError(f"{path}, line {n}: {e}") from None
     return list(dict.fromkeys(names))
 
-# %% ../nbs/03_gather.ipynb #c0051
+# %% ../nbs/03_gather.ipynb #c0057
 @dataclass
 class GatherReport:
     "What one `gather` run did."
     found:Counter=field(default_factory=Counter) # class -> hits the search returned
     added:Counter=field(default_factory=Counter) # class -> images added to the store
-    skipped:Counter=field(default_factory=Counter) # class -> hits skipped: their URL was already gathered
+    skipped:Counter=field(default_factory=Counter) # class -> hits skipped: their image URL was gathered before (or earlier in this run)
     failures:Counter=field(default_factory=Counter) # reason -> count
     failed:list=field(default_factory=list) # (class, url, reason, detail) for each failure
 
@@ -406,14 +409,20 @@ class GatherReport:
         self.failures[e.reason] += 1
         self.failed.append((label, url, e.reason, str(e)))
 
-    def __repr__(self):
-        lines = [f"GatherReport: {sum(self.added.values())} added, {sum(self.skipped.values())} skipped, "
-                 f"{sum(self.failures.values())} failed, from {sum(self.found.values())} hits"]
-        lines += [f"  {c}: {self.added[c]} added, {self.skipped[c]} skipped of {self.found[c]} found" for c in self.found]
-        lines += [f"  failed {r}: {n}" for r, n in self.failures.most_common()]
-        return '\n'.join(lines)
+    def __repr__(self): return format_report(self, examples=0)
 
-# %% ../nbs/03_gather.ipynb #c0053
+def format_report(report:GatherReport, examples:int=1, # example URLs shown per failure reason
+                 )->str:
+    "The report as text for people: totals, counts per class, and failures by reason with example URLs."
+    lines = [f"gathered {sum(report.added.values())} images, skipped {sum(report.skipped.values())} already gathered, "
+             f"{sum(report.failures.values())} failed, from {sum(report.found.values())} search hits"]
+    lines += [f"  {c}: {report.added[c]} added, {report.skipped[c]} skipped of {report.found[c]} found" for c in report.found]
+    for reason, n in report.failures.most_common():
+        lines.append(f"  failed {reason}: {n}")
+        lines += [f"    e.g. {url[:120]}" for url in [u for _, u, r, _ in report.failed if r == reason][:examples]]
+    return '\n'.join(lines)
+
+# %% ../nbs/03_gather.ipynb #c0059
 def _ledger_path(store)->Path: return Path(store.path)/'gather'/'fetched.jsonl'
 
 def gathered_urls(store)->set:
@@ -441,7 +450,7 @@ def plan_downloads(store, classes, search, report:GatherReport, max_per_class:in
             else: done.add(hit.image_url); jobs.append((label, hit))
     return jobs
 
-# %% ../nbs/03_gather.ipynb #c0055
+# %% ../nbs/03_gather.ipynb #c0061
 def bounded_map(fn, items, workers:int=8):
     "Yield `(item, fn(item))` in completion order, with at most `2 * workers` items in flight at once."
     items = iter(items)
@@ -466,7 +475,7 @@ def download_one(hit:ImageHit, policy:FetchPolicy, max_side:int|None)->tuple:
     except FetchFailed as e: return e
     except Exception as e: return FetchFailed('unexpected_error', f"{type(e).__name__}: {e}")  # counted; one bad URL never stops a run
 
-# %% ../nbs/03_gather.ipynb #c0058
+# %% ../nbs/03_gather.ipynb #c0064
 def _ledger_entry(label:str, hit:ImageHit, source_url:str, item_id:str, outcome:str)->dict:
     return dict(image_url=hit.image_url, source_url=source_url, label=label, item_id=item_id, outcome=outcome,
                 at=datetime.now(timezone.utc).isoformat(timespec='seconds'))
@@ -496,7 +505,17 @@ def add_batch(store, batch:list, report:GatherReport, actor:str='import', reason
         ledger.append(_ledger_entry(label, hit, rec['source_url'], iid, outcome))
     _append_ledger(store, ledger)
 
-# %% ../nbs/03_gather.ipynb #c0060
+# %% ../nbs/03_gather.ipynb #c0066
+def web_record(label:str, hit:ImageHit, data:bytes, sha:str, split:str, licence:str|None)->dict:
+    "The `Store.add_images` record of one downloaded image, with its provenance: the page it came from and the licence filter."
+    return dict(data=data, sha256=sha, label=label, split=split, source='web',
+                source_url=hit.source_url or hit.image_url, licence=licence or 'unknown')
+
+def _count_duplicate(store, report:GatherReport, label:str, hit:ImageHit, sha:str):
+    report.fail(label, hit.image_url, FetchFailed('duplicate', 'same content already gathered'))
+    _append_ledger(store, [_ledger_entry(label, hit, hit.source_url or hit.image_url, sha[:16], 'duplicate')])
+
+# %% ../nbs/03_gather.ipynb #c0067
 def gather(store, # a `foodvision.store.Store` to add to
            classes, # class names, e.g. from `read_classes`
            search, # a search backend: `DDGSSearch()`, or `StaticSearch` in tests
@@ -531,13 +550,9 @@ def gather(store, # a `foodvision.store.Store` to add to
         for (label, hit), outcome in results:
             if isinstance(outcome, FetchFailed): report.fail(label, hit.image_url, outcome); continue
             data, sha = outcome
-            if sha in seen or store.has_sha256(sha):
-                report.fail(label, hit.image_url, FetchFailed('duplicate', 'same content already gathered'))
-                _append_ledger(store, [_ledger_entry(label, hit, hit.source_url or hit.image_url, sha[:16], 'duplicate')])
-                continue
+            if sha in seen or store.has_sha256(sha): _count_duplicate(store, report, label, hit, sha); continue
             seen.add(sha)
-            batch.append((label, hit, dict(data=data, sha256=sha, label=label, split=split, source='web',
-                                           source_url=hit.source_url or hit.image_url, licence=licence or 'unknown')))
+            batch.append((label, hit, web_record(label, hit, data, sha, split, licence)))
             if len(batch) >= batch_size: add_batch(store, batch, report, reason=reason, run_id=run_id); batch = []
     finally:
         downloads.close()  # on an error or interrupt: cancel what has not started

@@ -14,7 +14,7 @@ from PIL import Image
 
 import foodvision.gather as G
 from foodvision.gather import (DDGSSearch, FetchFailed, FetchPolicy, ImageHit, SearchFailed, StaticSearch, fetch_image,
-                               gather, read_classes, search_library)
+                               format_report, gather, read_classes, search_library)
 from foodvision.store import Store, StoreError
 
 pytestmark = pytest.mark.timeout(60)
@@ -72,6 +72,14 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b'\xff'); self.wfile.flush(); time.sleep(0.1)
         except OSError: pass
 
+    def drip_headers(self):
+        self.wfile.write(b'HTTP/1.0 200 OK\r\nContent-Type: image/jpeg\r\n'); self.wfile.flush()
+        try:
+            for _ in range(300):
+                if self.server.stop.is_set(): return
+                self.wfile.write(b'X-Slow: 1\r\n'); self.wfile.flush(); time.sleep(0.1)
+        except OSError: pass
+
     def do_GET(self):
         server, path = self.server, self.path
         server.requests[path] += 1
@@ -84,6 +92,7 @@ class Handler(BaseHTTPRequestHandler):
         if path == '/huge.jpg': return self.stream(50 * MB, declare_length=False)
         if path == '/huge-declared.jpg': return self.stream(50 * MB, declare_length=True)
         if path == '/drip.jpg': return self.drip()
+        if path == '/drip-headers.jpg': return self.drip_headers()
         if path == '/to-private': return self.send(302, Location='http://10.0.0.1/x.jpg')
         if path == '/to-router': return self.send(302, Location='http://192.168.1.1/')
         if path == '/to-metadata': return self.send(307, Location='http://169.254.169.254/latest/meta-data/')
@@ -112,12 +121,13 @@ def server():
 @pytest.fixture
 def connections(monkeypatch):
     "Every address a download connects to; any non-loopback connection fails the test before traffic is sent."
-    seen, real = [], socket.create_connection
-    def spy(address, *args, **kwargs):
-        seen.append(address)
-        assert address[0] in ('127.0.0.1', '::1'), f"tried to connect to {address}"
-        return real(address, *args, **kwargs)
-    monkeypatch.setattr(G.socket, 'create_connection', spy)
+    seen = []
+    class SpySocket(socket.socket):
+        def connect(self, address):
+            seen.append(address[:2])
+            assert address[0] in ('127.0.0.1', '::1'), f"tried to connect to {address}"
+            return super().connect(address)
+    monkeypatch.setattr(G.socket, 'socket', SpySocket)
     return seen
 
 
@@ -129,6 +139,7 @@ def fetch_reason(url, **policy):
 # --- the whole gather ---------------------------------------------------------------------------------------------
 
 GOOD = ['/good.jpg', '/good.png', '/busy-once.jpg']
+PAGE = 'https://blog.example/best-pizza'  # the page /good.jpg was 'found on'
 BAD = {'/corrupt.jpg': 'undecodable', '/page.jpg': 'not_image_content_type', '/huge.jpg': 'too_large',
        '/drip.jpg': 'timeout', '/to-private': 'not_public_address', '/to-router': 'not_public_address',
        '/missing.jpg': 'http_404', '/bomb.png': 'decompression_bomb', '/always-busy.jpg': 'http_503',
@@ -138,8 +149,8 @@ BAD = {'/corrupt.jpg': 'undecodable', '/page.jpg': 'not_image_content_type', '/h
 @pytest.fixture(scope='module')
 def gathered(server, tmp_path_factory):
     store = Store.create(tmp_path_factory.mktemp('gather')/'store')
-    urls = [server.base + p for p in GOOD + list(BAD)] + ['ftp://127.0.0.1/x.jpg']
-    search = StaticSearch({'pizza food photo': urls})
+    urls = [server.base + p for p in GOOD[1:] + list(BAD)] + ['ftp://127.0.0.1/x.jpg']
+    search = StaticSearch({'pizza food photo': [ImageHit(server.base + GOOD[0], PAGE, 'pizza'), *urls]})
     start = time.monotonic()
     report = gather(store, ['pizza'], search, allow_loopback=True, max_bytes=MB, timeout=1, deadline=2, workers=6,
                     retries=1, max_retry_after=0.1)
@@ -150,11 +161,12 @@ def gathered(server, tmp_path_factory):
 def test_gather_adds_exactly_the_good_images(gathered, server):
     store, report, _, _ = gathered
     items = store.items()
-    assert sorted(items.source_url) == sorted(server.base + p for p in GOOD)
+    assert sorted(items.source_url) == sorted([PAGE] + [server.base + p for p in GOOD[1:]])  # the page, when known
     assert set(items.label) == {'pizza'} and set(items.source) == {'web'} and set(items.licence) == {'unknown'}
     assert report.added == Counter(pizza=3)
     stored = {u: (store.path/f).read_bytes() for u, f in zip(items.source_url, items.file)}
-    assert stored[server.base + '/good.png'] == GOOD_PNG and stored[server.base + '/busy-once.jpg'] == LATE_JPG
+    assert stored[PAGE] == GOOD_JPG and stored[server.base + '/good.png'] == GOOD_PNG
+    assert stored[server.base + '/busy-once.jpg'] == LATE_JPG
 
 
 def test_gather_counts_every_failure_by_reason(gathered, server):
@@ -164,6 +176,7 @@ def test_gather_counts_every_failure_by_reason(gathered, server):
     by_url = {url: reason for _, url, reason, _ in report.failed}
     assert by_url == {**{server.base + p: r for p, r in BAD.items()}, 'ftp://127.0.0.1/x.jpg': 'bad_scheme'}
     assert elapsed < 15, elapsed  # the drip was cut off by its 2 s deadline
+    assert 'failed timeout: 1\n    e.g. ' + server.base + '/drip.jpg' in format_report(report)
 
 
 def test_429_is_retried_then_succeeds(gathered, server):
@@ -178,14 +191,14 @@ def test_rerun_adds_nothing_and_skips_stored_urls(gathered, server):
                    retries=0, progress=False)
     assert sum(again.added.values()) == 0 and again.skipped == Counter(pizza=3)
     assert len(store.items()) == 3
-    assert all(server.requests[p] == before[p] for p in GOOD)  # stored URLs were not downloaded again
+    assert all(server.requests[p] == before[p] for p in GOOD)  # not downloaded again (/good.jpg: known from the ledger)
     assert len(search.calls) == 1  # the search came from the cache
 
 
 def test_same_content_from_a_new_url_is_a_duplicate(gathered, server):
     store, _, _, _ = gathered
-    report = gather(store, ['pizza'], StaticSearch({'pizza food photo': [server.base + '/hop']}), allow_loopback=True,
-                    timeout=1, deadline=2, progress=False)
+    search = StaticSearch({'pizza again': [server.base + '/hop']})  # a new query: the cache has the first one
+    report = gather(store, ['pizza'], search, query='{} again', allow_loopback=True, timeout=1, deadline=2, progress=False)
     assert report.failures == Counter(duplicate=1) and len(store.items()) == 3
 
 
@@ -245,6 +258,23 @@ def test_slow_drip_is_cut_off_by_the_deadline(server):
     start = time.monotonic()
     assert fetch_reason(server.base + '/drip.jpg', deadline=1.0, read_timeout=5) == 'timeout'
     assert time.monotonic() - start < 2.5
+
+
+def test_slow_headers_are_cut_off_by_the_deadline(server):
+    start = time.monotonic()
+    assert fetch_reason(server.base + '/drip-headers.jpg', deadline=1.0, read_timeout=5) == 'timeout'
+    assert time.monotonic() - start < 2.5
+
+
+@pytest.mark.parametrize('address, public', [
+    ('8.8.8.8', True), ('2606:4700:4700::1111', True), ('10.0.0.1', False), ('172.16.5.4', False),
+    ('192.168.1.1', False), ('127.0.0.1', False), ('169.254.169.254', False), ('100.64.0.1', False),
+    ('224.0.0.1', False), ('0.0.0.0', False), ('255.255.255.255', False), ('::1', False), ('::', False),
+    ('fe80::1', False), ('fd00::1', False), ('ff02::1', False), ('::ffff:10.0.0.1', False),
+    ('::ffff:127.0.0.1', False), ('::ffff:8.8.8.8', True), ('2002:c0a8:101::1', False), ('64:ff9b::a00:1', False)])
+def test_only_public_addresses_are_allowed(address, public):
+    assert G.is_public_address(address) is public
+    assert G.is_public_address(address, allow_loopback=True) is (public or address in ('127.0.0.1', '::1', '::ffff:127.0.0.1'))
 
 
 def test_body_cap_is_enforced_while_streaming(server):
