@@ -130,7 +130,11 @@ def _clear(layer:Image.Image, shape:str, **kwargs):
     getattr(ImageDraw.Draw(layer), shape)(**kwargs, fill=(0, 0, 0, 0))  # no blending: writes transparent pixels
 
 # %% ../nbs/02_synth.ipynb #c0019
-def draw_pizza(layer:Image.Image, rng:np.random.Generator, c:float, r:float):
+def draw_pizza(layer:Image.Image, # transparent RGBA layer to paint on
+               rng:np.random.Generator, # where the randomness comes from
+               c:float, # centre of the dish, in pixels from the top and the left
+               r:float # radius of the dish in pixels
+              ):
     "Crust, sauce, cheese blobs, one kind of topping and slice cuts, sometimes with a slice missing."
     d = ImageDraw.Draw(layer, 'RGBA')
     crust = _rgba(rng, (205, 150, 80), 25)
@@ -178,6 +182,7 @@ def draw_burger(layer:Image.Image, rng:np.random.Generator, c:float, r:float):
         seeds = [(x, c - 0.3 * r - rng.uniform(0, 0.35) * r * (1 - abs(x - c) / w)) for x in xs]
     for x, y in seeds: d.polygon(_blob(rng, x, y, r * 0.05, r * 0.025, angle=rng.uniform(0, 6), n=8), fill=seed_colour)
 
+# %% ../nbs/02_synth.ipynb #c0023
 def draw_donut(layer:Image.Image, rng:np.random.Generator, c:float, r:float):
     "A ring of dough with wavy icing, sprinkles and a see-through hole."
     d = ImageDraw.Draw(layer, 'RGBA')
@@ -208,7 +213,7 @@ def draw_fried_egg(layer:Image.Image, rng:np.random.Generator, c:float, r:float)
         _circle(d, x, y, yolk, _rgba(rng, (250, 165, 20), 20))
         _circle(d, x - yolk * 0.3, y - yolk * 0.3, yolk * 0.25, (255, 255, 230, 150))
 
-# %% ../nbs/02_synth.ipynb #c0023
+# %% ../nbs/02_synth.ipynb #c0027
 def draw_sushi(layer:Image.Image, rng:np.random.Generator, c:float, r:float):
     "Nigiri (rice under a striped slab of fish) or maki rolls (nori, rice, filling), sometimes on a board with soy sauce."
     d = ImageDraw.Draw(layer, 'RGBA')
@@ -241,6 +246,7 @@ def draw_sushi(layer:Image.Image, rng:np.random.Generator, c:float, r:float):
         _circle(d, c + r * 0.75, c + r * 0.75, r * 0.25, (235, 235, 235, 255))
         _circle(d, c + r * 0.75, c + r * 0.75, r * 0.2, _rgba(rng, (50, 25, 10), 10))
 
+# %% ../nbs/02_synth.ipynb #c0030
 def _bowl(d:ImageDraw.ImageDraw, rng, c:float, r:float):
     "A round bowl, rim then inner wall, in a random glaze."
     glaze = _rgba(rng, [(240, 240, 235), (30, 30, 30), (170, 40, 35), (120, 150, 190), (160, 110, 60)][rng.integers(5)], 15)
@@ -287,6 +293,7 @@ def draw_ramen(layer:Image.Image, rng:np.random.Generator, c:float, r:float):
         a = rng.uniform(0, 2 * np.pi)
         d.polygon(_box(c + r * 0.65 * np.cos(a), c + r * 0.65 * np.sin(a), r * 0.45, r * 0.3, a), fill=(25, 40, 25, 255))
 
+# %% ../nbs/02_synth.ipynb #c0033
 def draw_strawberry(layer:Image.Image, rng:np.random.Generator, c:float, r:float):
     "One to five red berries, each with yellow seeds and a green calyx."
     d = ImageDraw.Draw(layer, 'RGBA')
@@ -307,7 +314,7 @@ def draw_strawberry(layer:Image.Image, rng:np.random.Generator, c:float, r:float
             d.polygon(_blob(rng, top_x + size * 0.2 * np.cos(leaf), top_y + size * 0.2 * np.sin(leaf), size * 0.3, size * 0.1,
                             wobble=0.1, n=10, angle=leaf), fill=green)
 
-# %% ../nbs/02_synth.ipynb #c0026
+# %% ../nbs/02_synth.ipynb #c0036
 NOT_FOOD_KINDS = ('clutter', 'page', 'furniture', 'plate', 'ball', 'mug')
 
 def draw_not_food(layer:Image.Image, rng:np.random.Generator, c:float, r:float, kind:str|None=None):
@@ -365,7 +372,7 @@ def draw_not_food(layer:Image.Image, rng:np.random.Generator, c:float, r:float, 
 DRAWERS = dict(pizza=draw_pizza, sushi=draw_sushi, salad=draw_salad, donut=draw_donut, fried_egg=draw_fried_egg,
                burger=draw_burger, ramen=draw_ramen, strawberry=draw_strawberry, not_food=draw_not_food)
 
-# %% ../nbs/02_synth.ipynb #c0030
+# %% ../nbs/02_synth.ipynb #c0040
 def _plate(d:ImageDraw.ImageDraw, rng, c:float, r:float):
     plate = _rgba(rng, [(245, 245, 240), (240, 235, 220), (200, 215, 235), (40, 40, 40)][rng.integers(4)], 10)
     _circle(d, c, c, r, plate)
@@ -398,7 +405,7 @@ def _camera(rng, img:Image.Image)->Image.Image:
     a += rng.standard_normal(a.shape, dtype=np.float32) * rng.uniform(0, 10)
     return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
 
-# %% ../nbs/02_synth.ipynb #c0031
+# %% ../nbs/02_synth.ipynb #c0041
 def synth_image(label:str, # one of `SYNTH_CLASSES`
                 seed:int=0, # dataset seed
                 index:int=0, # image number within the dataset
@@ -422,7 +429,7 @@ def synth_image(label:str, # one of `SYNTH_CLASSES`
     if rng.random() < 0.3: _occlude(ImageDraw.Draw(scene), rng, w)
     return _camera(rng, scene.resize((size, size), Image.Resampling.BOX))
 
-# %% ../nbs/02_synth.ipynb #c0035
+# %% ../nbs/02_synth.ipynb #c0045
 def synth_jpeg(label:str, # one of `SYNTH_CLASSES`
                seed:int=0, # dataset seed
                index:int=0, # image number within the dataset
@@ -434,7 +441,7 @@ def synth_jpeg(label:str, # one of `SYNTH_CLASSES`
     synth_image(label, seed, index, size).save(buf, 'JPEG', quality=quality)
     return buf.getvalue()
 
-# %% ../nbs/02_synth.ipynb #c0038
+# %% ../nbs/02_synth.ipynb #c0048
 def _check_splits(splits)->tuple:
     splits = tuple(float(s) for s in splits)
     if len(splits) != 3 or min(splits) < 0 or abs(sum(splits) - 1) > 1e-6:
@@ -457,7 +464,7 @@ def synth_plan(n:int=1000, # number of images
     split[dealt[:n_valid]], split[dealt[n_valid:n_valid + n_test]], split[dealt[n_valid + n_test:]] = 'valid', 'test', 'train'
     return pd.DataFrame(dict(index=np.arange(n), label=labels, split=split))
 
-# %% ../nbs/02_synth.ipynb #c0041
+# %% ../nbs/02_synth.ipynb #c0051
 def _check_pairs(pair_noise, classes)->dict:
     pairs, seen = {}, set()
     for pair, rate in (pair_noise or {}).items():
@@ -484,6 +491,7 @@ def corrupt_labels(plan:pd.DataFrame, # from `synth_plan`
         for src, dst in ((a, b), (b, a)):
             pool = untouched((out.true_label == src).to_numpy())
             k = round(rate * int((is_train & (out.true_label == src).to_numpy()).sum()))
+            if k > len(pool): raise ValueError(f"pair noise {(a, b)} needs {k} training {src} images but only {len(pool)} are left unflipped")
             rows = rng.choice(pool, size=k, replace=False)
             out.loc[rows, 'label'], out.loc[rows, 'noise'] = dst, 'pair'
     k, pool = round(noise * int(is_train.sum())), untouched(True)
@@ -493,7 +501,7 @@ def corrupt_labels(plan:pd.DataFrame, # from `synth_plan`
         out.at[row, 'label'], out.at[row, 'noise'] = others[rng.integers(len(others))], 'symmetric'
     return out
 
-# %% ../nbs/02_synth.ipynb #c0045
+# %% ../nbs/02_synth.ipynb #c0055
 @dataclass
 class SynthReport:
     "What `synth_store` generated and added."
@@ -512,7 +520,7 @@ def _draw_all(jobs:list, workers:int)->list:
     with ProcessPoolExecutor(workers, mp_context=get_context('spawn')) as pool:
         return list(pool.map(_render, jobs, chunksize=max(1, len(jobs) // (workers * 8))))
 
-# %% ../nbs/02_synth.ipynb #c0046
+# %% ../nbs/02_synth.ipynb #c0056
 def synth_store(store, # a `foodvision.store.Store` to add to
                 n:int=1000, # number of images
                 size:int=128, # width and height in pixels
