@@ -12,6 +12,7 @@ __all__ = ['USER_ERRORS', 'cmd_synth', 'cmd_import', 'cmd_export', 'cmd_status',
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from .imaging import ImageRejected
@@ -84,8 +85,9 @@ def cmd_train(args)->int:
 def cmd_evaluate(args)->int:
     "Predict every image of the chosen splits with a run's bundle; write tables, metrics and confusion plots."
     from foodvision.evaluate import evaluate_run
-    m = evaluate_run(args.run, splits=args.split or ('train', 'valid', 'test'), bs=args.bs)
-    for split in ('train', 'valid', 'test'):
+    splits = args.split or ('train', 'valid', 'test')
+    m = evaluate_run(args.run, splits=splits, bs=args.bs)
+    for split in splits:
         if split in m and m[split].get('n'):
             r = m[split]
             print(f"{split:<6} n={r['n']:<6} accuracy {r['accuracy']:.3f}  top-5 {r['top5_accuracy']:.3f}  macro F1 {r['macro']['f1-score']:.3f}")
@@ -177,6 +179,9 @@ def main(argv:list|None=None # arguments (default: sys.argv[1:])
     "Run the foodvision command line; returns the exit code."
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.debug:  # libraries' deprecation notices are for developers, not for someone running a command
+        warnings.filterwarnings('ignore', category=FutureWarning)
+        warnings.filterwarnings('ignore', category=DeprecationWarning)
     try: return args.fn(args)
     except KeyboardInterrupt:
         print('foodvision: interrupted', file=sys.stderr); return 130

@@ -6,6 +6,7 @@ import hashlib, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent  # nbdev's commands live beside the interpreter running this script
 
 def digest(pattern):
     return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in ROOT.glob(pattern)}
@@ -18,9 +19,9 @@ def changed_by(cmd, pattern):
 
 def main():
     problems = []
-    if stale := changed_by(['nbdev-export'], 'foodvision/**/*.py'):
+    if stale := changed_by([str(BIN/'nbdev-export')], 'foodvision/**/*.py'):
         problems.append(f"library out of sync with notebooks (nbdev-export changed: {', '.join(stale)})")
-    if dirty := changed_by(['nbdev-clean'], 'nbs/**/*.ipynb'):
+    if dirty := changed_by([str(BIN/'nbdev-clean')], 'nbs/**/*.ipynb'):
         problems.append(f"notebooks not clean (nbdev-clean changed: {', '.join(dirty)})")
     for p in problems: print(f"check_sync: {p}; review and commit the result", file=sys.stderr)
     if not problems: print("check_sync: library in sync with notebooks; notebooks clean")
