@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv sync readme docs-check bench clean-venv
+.PHONY: demo test venv sync readme browser clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,9 +19,15 @@ venv: $(STAMP)
 demo: venv
 	$(BIN)/foodvision synth demo-store --n 1000 --size 128 --noise 0.2 --seed 0
 
+# The browser test drives Debian's chromium (never a downloaded browser build); install it when we can.
+browser:
+	@command -v chromium >/dev/null || test -x /usr/bin/chromium || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
+	    else echo "note: install Debian's chromium (apt-get install chromium) to run the browser test; it is skipped without it"; fi; }
+
 # Fails if the library is out of sync with the notebooks or notebooks carry outputs they should not,
 # then runs every notebook and the pytest suite.
-test: venv
+test: venv browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/check_sync.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/nbdev-test --n-workers 2 --timing
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q

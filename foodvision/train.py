@@ -7,7 +7,7 @@ Docs: https://foodvision.github.io/foodvision/train.html.md"""
 # %% auto #0
 __all__ = ['TrainError', 'resolve_device', 'resolve_precision', 'check_arch', 'check_pretrained', 'norm_stats', 'top5',
            'food_learner', 'TrainConfig', 'write_json', 'new_run_id', 'new_run', 'RunLog', 'EpochCheckpoint',
-           'fit_phases', 'Run', 'train_run', 'export_run_bundle']
+           'fit_phases', 'find_lr', 'Run', 'train_run', 'export_run_bundle']
 
 # %% ../nbs/05_train.ipynb #c0004
 import json
@@ -158,6 +158,7 @@ class TrainConfig:
     compile:bool = False  # torch.compile the model
     device:str|None = None  # None: GPU when present
     keep_checkpoints:int = 2  # how many epoch checkpoints to keep
+    lr_find:bool = False  # run fastai's lr_find first and train at its 'valley' suggestion
 
     def phases(self)->list:
         "The training phases as (name, epochs, fit_one_cycle keyword arguments)."
@@ -269,7 +270,23 @@ def fit_phases(learn, cfg:TrainConfig, run_dir:Path, start:tuple=(0, 0), extra_c
         with _distrib_ctx(learn):
             learn.fit_one_cycle(n_epochs, start_epoch=first, cbs=cbs, **kw)
 
-# %% ../nbs/05_train.ipynb #c0026
+# %% ../nbs/05_train.ipynb #c0027
+def find_lr(learn, cfg:TrainConfig, run_dir:Path)->TrainConfig:
+    "Run `lr_find`, record its suggestion in config.json and lr_find.png, and return `cfg` with that learning rate."
+    from dataclasses import replace
+    import matplotlib
+    matplotlib.use('Agg', force=False)
+    import matplotlib.pyplot as plt
+    learn.path, learn.model_dir = run_dir, 'checkpoints'
+    if cfg.phases()[0][0] == 'frozen': learn.freeze()
+    with learn.no_bar(), learn.no_logging(): suggestion = learn.lr_find(show_plot=False)
+    learn.recorder.plot_lr_find(); plt.savefig(run_dir/'lr_find.png', dpi=80); plt.close('all')
+    cfg = replace(cfg, lr=float(suggestion.valley))
+    config = json.loads((run_dir/'config.json').read_text())
+    write_json(run_dir/'config.json', {**config, 'lr': cfg.lr, 'lr_find': True, 'lr_found': cfg.lr})
+    return cfg
+
+# %% ../nbs/05_train.ipynb #c0028
 @dataclass
 class Run:
     "A finished (or resumed) training run."
@@ -311,6 +328,7 @@ def train_run(store:Store, # the dataset store to learn from
         raise TrainError("under accelerate launch every process must write the same run: pass --run-id")
     if resume is None and not _rank(): run_dir = new_run(runs_dir, cfg, store, version, device, learn.precision, run_id)
     elif resume is None: run_dir = Path(runs_dir)/run_id
+    if cfg.lr_find and resume is None and not _rank(): cfg = find_lr(learn, cfg, run_dir)
     start = _resume_point(run_dir, cfg.phases())
     if resume is not None and (run_dir/'state.json').exists():
         state = json.loads((run_dir/'state.json').read_text())
@@ -343,7 +361,7 @@ def train_run(store:Store, # the dataset store to learn from
     if tracker is not None: tracker.finish()
     return run
 
-# %% ../nbs/05_train.ipynb #c0027
+# %% ../nbs/05_train.ipynb #c0029
 def export_run_bundle(learn, run_dir:Path, cfg:TrainConfig, version:str)->Path:
     "Write the run's safe model bundle (safetensors + config.json) to `run_dir/bundle`."
     from foodvision.bundle import dls_preprocessing, save_bundle

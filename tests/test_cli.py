@@ -80,3 +80,17 @@ def test_diff_of_unknown_version(folder, tmp_path):
 def test_bad_arguments_exit_non_zero():
     r = fv('synth')
     assert r.returncode == 2 and 'usage' in r.stderr
+
+
+def test_purge_needs_yes_and_only_removes_quarantined(folder, tmp_path):
+    fv('import', folder, tmp_path/'s')
+    from foodvision.store import Store
+    store = Store(tmp_path/'s')
+    gone = store.items().id[0]
+    store.quarantine([gone], reason='test')
+    assert_one_line_error(fv('purge', tmp_path/'s'), 'confirm')
+    assert len(list(store.images.iterdir())) == 6, 'nothing deleted without --yes'
+    r = fv('purge', tmp_path/'s', '--yes', '--reason', 'test')
+    assert r.returncode == 0 and '1 quarantined' in r.stdout
+    assert len(list(store.images.iterdir())) == 5 and gone not in set(store.items(status=None).id)
+    assert (store.events().item_id == gone).any(), 'the audit log keeps the history'
