@@ -254,13 +254,13 @@ def has_sha256(self:Store, sha:str)->bool:
 _FIELD_OF = {'relabel': 'label', 'split-change': 'split', 'quarantine': 'status', 'restore': 'status'}
 
 @patch
-def _change(self:Store, action:str, changes:dict, reason=None, actor='human', run_id=None, undoes=None, db=None)->str|None:
+def _change(self:Store, action:str, changes:dict, reason=None, actor='human', run_id=None, undoes=None, db=None, batch=None)->str|None:
     "Apply `changes` ({item id: new value}) of one `action` as one batch of events; return the batch id (None if nothing changed)."
     if actor not in ACTORS: raise StoreError(f"actor {actor!r} is not one of {', '.join(ACTORS)}")
     col = _FIELD_OF[action]
     if action == 'relabel': changes = {i: check_class_name(v) for i, v in changes.items()}
     if action == 'split-change': changes = {i: check_split(v) for i, v in changes.items()}
-    batch, at = uuid.uuid4().hex[:12], _now()
+    batch, at = batch or uuid.uuid4().hex[:12], _now()
     def write(db):
         n = 0
         for iid, new in changes.items():
@@ -298,7 +298,22 @@ def set_split(self:Store, changes:dict, # {item id: 'train' | 'valid' | 'test'}
     "Move items between tiers in one audited batch."
     return self._change('split-change', changes, reason, actor, run_id)
 
-# %% ../nbs/01_store.ipynb #c0030
+# %% ../nbs/01_store.ipynb #c0029
+@patch
+def apply_changes(self:Store, relabel:dict|None=None, # {item id: new label}
+                  quarantine=(), # item ids to quarantine
+                  restore=(), # item ids to bring back
+                  split:dict|None=None, # {item id: new split}
+                  reason:str|None=None, actor:str='human', run_id:str|None=None)->str|None:
+    "Relabel, quarantine, restore and move items in one transaction as one batch; returns the batch id (None if nothing changed)."
+    batch = uuid.uuid4().hex[:12]
+    with self._tx() as db:
+        written = [self._change(action, changes, reason, actor, run_id, db=db, batch=batch) for action, changes in
+                   [('relabel', relabel or {}), ('quarantine', {i: 'quarantined' for i in quarantine}),
+                    ('restore', {i: 'active' for i in restore}), ('split-change', split or {})] if changes]
+    return batch if any(written) else None
+
+# %% ../nbs/01_store.ipynb #c0032
 EVENT_COLUMNS = ['id', 'batch', 'item_id', 'action', 'old', 'new', 'reason', 'actor', 'run_id', 'undoes', 'at']
 
 @patch
@@ -321,7 +336,7 @@ def last_batch(self:Store, actor:str|None=None)->str|None:
     with self._read() as db: row = db.execute(sql + ' ORDER BY id DESC LIMIT 1', args).fetchone()
     return row[0] if row else None
 
-# %% ../nbs/01_store.ipynb #c0033
+# %% ../nbs/01_store.ipynb #c0035
 _INVERSE = {'relabel': 'relabel', 'split-change': 'split-change', 'quarantine': 'restore', 'restore': 'quarantine', 'add': 'quarantine'}
 
 @patch
@@ -337,8 +352,9 @@ def _undo_rows(self:Store, db, rows, reason, actor)->str|None:
         target = 'quarantined' if action == 'add' else old
         by_action.setdefault(_INVERSE[action], ({}, {}))
         by_action[_INVERSE[action]][0][iid] = target; by_action[_INVERSE[action]][1][iid] = eid
-    batches = [self._change(a, ch, reason, actor, undoes=und, db=db) for a, (ch, und) in by_action.items()]
-    return next((b for b in batches if b), None)
+    batch = uuid.uuid4().hex[:12]
+    written = [self._change(a, ch, reason, actor, undoes=und, db=db, batch=batch) for a, (ch, und) in by_action.items()]
+    return batch if any(written) else None
 
 @patch
 def undo(self:Store, event_id:int, # the event to reverse
@@ -358,7 +374,7 @@ def undo_batch(self:Store, batch:str, # the batch to reverse, e.g. from `last_ba
         if not rows: raise StoreError(f"no batch {batch!r} in {self.path}")
         return self._undo_rows(db, rows, reason or f'undo batch {batch}', actor)
 
-# %% ../nbs/01_store.ipynb #c0036
+# %% ../nbs/01_store.ipynb #c0039
 @patch
 def _state(self:Store, db)->list:
     return db.execute('SELECT id, label, split, status FROM items ORDER BY id').fetchall()
@@ -380,7 +396,7 @@ def version(self:Store)->str:
             db.execute('INSERT INTO versions VALUES (?,?,?,?,?)', (v, last, len(rows), blob, _now()))
     return v
 
-# %% ../nbs/01_store.ipynb #c0038
+# %% ../nbs/01_store.ipynb #c0041
 @patch
 def _snapshot(self:Store, version:str)->pd.DataFrame:
     with self._read() as db: row = db.execute('SELECT snapshot FROM versions WHERE version = ?', (version,)).fetchone()
@@ -413,7 +429,7 @@ def format_diff(d:dict)->str:
     lines += [f"  {label}: {r.old} -> {r.new} ({r.change:+d})" for label, r in changed.iterrows()]
     return '\n'.join(lines)
 
-# %% ../nbs/01_store.ipynb #c0041
+# %% ../nbs/01_store.ipynb #c0044
 @patch
 def record_truth(self:Store, truth:dict, # {item id: true label}
                   kind:str|None=None, # how the label was corrupted, e.g. 'symmetric'
@@ -427,7 +443,7 @@ def truth(self:Store)->pd.DataFrame:
     "The recorded true labels: item_id, true_label, kind."
     with self._read() as db: return pd.DataFrame(db.execute('SELECT * FROM truth ORDER BY item_id').fetchall(), columns=['item_id', 'true_label', 'kind'])
 
-# %% ../nbs/01_store.ipynb #c0044
+# %% ../nbs/01_store.ipynb #c0047
 _SPLIT_ALIASES = {'train': 'train', 'valid': 'valid', 'val': 'valid', 'validation': 'valid', 'test': 'test'}
 
 def _visible_files(folder:Path):
@@ -471,7 +487,7 @@ def import_path(self:Store, src, # an ImageFolder or a .csv file
     recs = csv_records(src) if src.is_file() and src.suffix.lower() == '.csv' else folder_records(src)
     return self.add_images(recs, actor=actor, reason=reason or f'import {src.name}')
 
-# %% ../nbs/01_store.ipynb #c0046
+# %% ../nbs/01_store.ipynb #c0049
 @patch
 def export_folder(self:Store, dest, # an empty (or new) folder
                    tiers:bool=True, # DIR/<split>/<label>/ when True, DIR/<label>/ when False
@@ -496,7 +512,7 @@ def export_csv(self:Store, dest, # CSV file to write
     tmp = Path(dest).with_suffix('.tmp'); out.to_csv(tmp, index=False); os.replace(tmp, dest)
     return len(out)
 
-# %% ../nbs/01_store.ipynb #c0049
+# %% ../nbs/01_store.ipynb #c0052
 @patch
 def purge_quarantined(self:Store, confirm:bool=False, # must be True: this deletes files
                        reason:str|None=None)->int:
@@ -510,7 +526,7 @@ def purge_quarantined(self:Store, confirm:bool=False, # must be True: this delet
     for _, _, f, _ in rows: (self.path/f).unlink(missing_ok=True)
     return len(rows)
 
-# %% ../nbs/01_store.ipynb #c0052
+# %% ../nbs/01_store.ipynb #c0055
 @patch
 def summary(self:Store, n_events:int=5 # how many recent events to include
             )->dict:
