@@ -18,15 +18,14 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .imaging import to_rgb
 from .store import Store, StoreError
 
 # %% ../nbs/07_evaluate.ipynb #c0008
 class _ImageFiles(torch.utils.data.Dataset):
     def __init__(self, paths, preprocess): self.paths, self.preprocess = list(paths), preprocess
     def __len__(self): return len(self.paths)
-    def __getitem__(self, i):
-        with Image.open(self.paths[i]) as im: return self.preprocess([to_rgb(im)])[0]
+    def __getitem__(self, i):  # the bundle's own preprocessing: exactly what serving does with the same file
+        with Image.open(self.paths[i]) as im: return self.preprocess([im])[0]
 
 def predict_paths(bundle, # a loaded `foodvision.bundle.Bundle`
                   paths, # image files (trusted: already in the store)

@@ -7,7 +7,7 @@ Docs: https://foodvision.github.io/foodvision/store.html.md"""
 # %% auto #0
 __all__ = ['SPLITS', 'ACTORS', 'MAX_CLASS_NAME', 'SCHEMA', 'SCHEMA_VERSION', 'ITEM_COLUMNS', 'EVENT_COLUMNS', 'StoreError',
            'check_class_name', 'check_split', 'atomic_write_bytes', 'AddReport', 'Store', 'format_diff',
-           'folder_records', 'csv_records', 'format_summary']
+           'folder_records', 'csv_records', 'format_event', 'format_summary']
 
 # %% ../nbs/01_store.ipynb #c0004
 import csv
@@ -329,9 +329,11 @@ def events(self:Store, since:int=0, # only events with id greater than this
     return pd.DataFrame(rows, columns=EVENT_COLUMNS)
 
 @patch
-def last_batch(self:Store, actor:str|None=None)->str|None:
-    "The id of the most recent batch (by `actor`, if given) that is not itself an undo."
-    sql, args = 'SELECT batch FROM label_events WHERE undoes IS NULL', []
+def last_batch(self:Store, actor:str|None=None, # only batches by this actor
+               adds:bool=False, # also consider batches that added items (imports)
+              )->str|None:
+    "The id of the most recent change batch (by `actor`, if given) that is not itself an undo; imports only when `adds`."
+    sql, args = 'SELECT batch FROM label_events WHERE undoes IS NULL' + ('' if adds else " AND action != 'add'"), []
     if actor: sql += ' AND actor = ?'; args.append(actor)
     with self._read() as db: row = db.execute(sql + ' ORDER BY id DESC LIMIT 1', args).fetchone()
     return row[0] if row else None
@@ -537,6 +539,13 @@ def summary(self:Store, n_events:int=5 # how many recent events to include
     return dict(path=str(self.path), version=self.version(), n_items=len(active),
                 n_quarantined=int((items.status == 'quarantined').sum()), counts=counts, recent=self.events(limit=n_events))
 
+def _text(v)->str: return '' if v is None or v != v else str(v)  # None and NaN print as nothing
+
+def format_event(e)->str:
+    "One audit event as a line of text."
+    return (f"#{e.id} {_text(e.at)[:19]} {e.actor:<6} {e.action:<12} {e.item_id} {_text(e.old)} -> {_text(e.new)}"
+            + (f" ({e.reason})" if _text(e.reason) else ''))
+
 def format_summary(s:dict)->str:
     "The store summary as text, for the CLI."
     lines = [f"store   {s['path']}", f"version {s['version']}",
@@ -544,6 +553,5 @@ def format_summary(s:dict)->str:
     if len(s['counts']): lines += [s['counts'].to_string(), '']
     if len(s['recent']):
         lines.append('recent events:')
-        lines += [f"  #{e.id} {e.at[:19]} {e.actor:<6} {e.action:<12} {e.item_id} {e.old or ''} -> {e.new or ''}"
-                  + (f" ({e.reason})" if e.reason else '') for e in s['recent'].itertuples()]
+        lines += ['  ' + format_event(e) for e in s['recent'].itertuples()]
     return '\n'.join(lines)

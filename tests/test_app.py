@@ -1,0 +1,220 @@
+"""The app as its users reach it: a served Gradio app driven over HTTP with gradio_client, and the Space folder started with
+`python app.py` from a copy of itself — with fastai and every non-local network connection blocked."""
+import os
+os.environ['GRADIO_ANALYTICS_ENABLED'] = 'False'  # before gradio / gradio_client are imported: no telemetry, no version check
+
+import json, shutil, socket, struct, subprocess, sys, time, zlib
+from pathlib import Path
+
+import httpx
+import huggingface_hub
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from foodvision.app import launch_app, make_app, ingest_feedback, read_feedback, write_space
+from foodvision.store import Store
+from foodvision.synth import synth_jpeg, synth_store
+
+MAX_FILE = 200_000  # the in-process server's upload limit, in bytes
+LOCAL = ('127.0.0.1', 'localhost', '::1', '0.0.0.0')
+
+# Imported by the Space's Python through PYTHONPATH: no fastai, and a log of every non-local host it tries to reach.
+GUARD = '''import os, socket, sys
+sys.modules['fastai'] = None  # `import fastai` now raises ImportError
+_connect, _getaddrinfo = socket.socket.connect, socket.getaddrinfo
+def _note(host):
+    with open(os.environ['NET_LOG'], 'a') as f: f.write(f"{host}\\n")
+    raise OSError(f"test: network access to {host} blocked")
+def connect(self, address):
+    if isinstance(address, tuple) and address[0] not in %r: _note(address[0])
+    return _connect(self, address)
+def getaddrinfo(host, *args, **kwargs):
+    if host not in %r and host is not None: _note(host)
+    return _getaddrinfo(host, *args, **kwargs)
+socket.socket.connect, socket.getaddrinfo = connect, getaddrinfo
+''' % (LOCAL, LOCAL)
+
+
+def local_client(port:int)->Client:
+    "A gradio_client for the local app, without the client's own telemetry (the Hub lookups are patched off by `no_network`)."
+    return Client(f'http://127.0.0.1:{port}/', verbose=False, analytics_enabled=False)
+
+
+@pytest.fixture(scope='module')
+def no_network():
+    "Record and refuse every non-local DNS lookup in this process while the module's servers run."
+    looked_up, getaddrinfo = [], socket.getaddrinfo
+    def guarded(host, *args, **kwargs):
+        if host not in LOCAL and host is not None: looked_up.append(host); raise OSError(f"test: network access to {host} blocked")
+        return getaddrinfo(host, *args, **kwargs)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket, 'getaddrinfo', guarded)
+        mp.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)  # gradio_client's user-agent lookup on the Hub; the app makes none
+        yield looked_up
+
+
+def free_port()->int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+def bomb_png(side:int=12_000)->bytes:
+    "A valid 1-bit PNG of `side`x`side` black pixels: ~20 KB on disk, `side`² pixels (144 million) when decoded."
+    def chunk(kind, data): return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    rows = (b'\x00' + b'\x00' * ((side + 7) // 8)) * side
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', side, side, 1, 0, 0, 0, 0))
+            + chunk(b'IDAT', zlib.compress(rows, 9)) + chunk(b'IEND', b''))
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    "A real one-epoch run on a tiny generated store (fastai is only needed to train it)."
+    from foodvision.train import TrainConfig, train_run
+    tmp = tmp_path_factory.mktemp('run')
+    store = Store.create(tmp/'store')
+    synth_store(store, n=45, size=32, seed=0)
+    return train_run(store, TrainConfig(arch='resnet18', epochs=1, size=32, bs=16, pretrained=False, num_workers=0),
+                     runs_dir=tmp/'runs')
+
+
+@pytest.fixture(scope='module')
+def space(run, tmp_path_factory):
+    return write_space(run.path, tmp_path_factory.mktemp('spaces')/'space', n_examples=4)
+
+
+@pytest.fixture(scope='module')
+def served(space, no_network, tmp_path_factory):
+    "The app on the Space's bundle (with model.onnx), launched in this process with `launch_app`."
+    feedback = tmp_path_factory.mktemp('feedback')
+    app = make_app(space/'bundle', feedback_dir=feedback, examples=sorted((space/'examples').iterdir()))
+    port = free_port()
+    try:
+        launch_app(app, port=port, max_file_size=MAX_FILE, block=False, quiet=True)
+        yield app, local_client(port), feedback, no_network
+    finally: app.close()
+
+
+def check_prediction(label:dict, summary:str, vocab:list, backend:str='onnx'):
+    assert set(label) == {'label', 'confidences'}
+    confidences = label['confidences']
+    assert len(confidences) == 5 and all(c['label'] in vocab for c in confidences)
+    probs = [c['confidence'] for c in confidences]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+    assert label['label'] in (*vocab, 'not food', 'not sure') and label['label'] != 'not_food'
+    assert summary.endswith(f' ms ({backend})') and '\n' not in summary
+
+
+def test_predict_an_example_over_http(served, space):
+    app, client, _, looked_up = served
+    assert {'/predict', '/feedback'} <= set(client.view_api(print_info=False, return_format='dict')['named_endpoints'])
+    example = sorted((space/'examples').iterdir())[0]
+    label, summary = client.predict(handle_file(example), api_name='/predict')
+    check_prediction(label, summary, app.foodvision.predictor.vocab)
+    top = label['confidences'][0]
+    if top['confidence'] < app.foodvision.threshold: assert label['label'] == 'not sure'
+    elif top['label'] == 'not_food': assert label['label'] == 'not food'
+    else: assert label['label'] == top['label']
+    assert looked_up == []
+
+
+def one_line_app_error(call)->str:
+    with pytest.raises(AppError) as e: call()
+    msg = str(e.value)
+    assert '\n' not in msg and 'Traceback' not in msg and '/tmp' not in msg, msg
+    return msg
+
+
+def test_undecodable_upload_is_one_line(served, tmp_path):
+    _, client, _, _ = served
+    notes = tmp_path/'holiday.png'
+    notes.write_text('<html>this is not a photo</html>')
+    assert 'not a decodable image' in one_line_app_error(lambda: client.predict(handle_file(notes), api_name='/predict'))
+
+
+def test_decompression_bomb_is_refused(served, tmp_path):
+    _, client, _, _ = served
+    bomb = tmp_path/'bomb.png'
+    bomb.write_bytes(bomb_png())
+    assert bomb.stat().st_size < MAX_FILE
+    assert 'decompression bomb' in one_line_app_error(lambda: client.predict(handle_file(bomb), api_name='/predict'))
+
+
+def test_oversized_upload_is_refused(served, tmp_path):
+    app, client, _, _ = served
+    big = tmp_path/'big.jpg'
+    big.write_bytes(synth_jpeg('pizza', seed=1, index=0, size=64) + b'\0' * MAX_FILE)
+    with pytest.raises(ValueError, match='exceeds the maximum file size'):  # gradio_client checks before uploading
+        client.predict(handle_file(big), api_name='/predict')
+    r = httpx.post(f'{app.local_url}gradio_api/upload', files={'files': ('big.jpg', big.read_bytes(), 'image/jpeg')})
+    assert r.status_code == 413, (r.status_code, r.text)  # and the server refuses anyone else
+
+
+def test_feedback_reaches_the_store(served, run, tmp_path):
+    app, client, feedback, _ = served
+    photo = tmp_path/'dinner.jpg'
+    photo.write_bytes(synth_jpeg('ramen', seed=123, index=7, size=48))  # a photo the store has never seen
+    thanks = client.predict(handle_file(photo), 'ramen', api_name='/feedback')
+    assert thanks.startswith('Thanks') and '**ramen**' in thanks
+    assert 'not one of' in one_line_app_error(lambda: client.predict(handle_file(photo), '../ramen', api_name='/feedback'))
+    (rec,) = read_feedback(feedback)
+    assert rec['label'] == 'ramen' and rec['bundle']['run_id'] == run.id
+    assert rec['predicted'] in app.foodvision.predictor.vocab and 0 < rec['prob'] <= 1
+    assert (feedback/rec['image']).read_bytes() == photo.read_bytes()
+
+    store = Store(run.config['store'])
+    report = ingest_feedback(feedback, store)
+    assert len(report.added) == 1 and not report.conflicts and not report.rejected, report
+    fid, iid = report.added[0]
+    item = store.items().set_index('id').loc[iid]
+    assert (item.label, item.source, item.source_url, item.split) == ('ramen', 'app-feedback', f'app-feedback://{fid}', 'train')
+    events = store.events()
+    event = events[events.item_id == iid].iloc[-1]
+    assert (event.action, event.actor, event.new, event.run_id) == ('add', 'app', 'ramen', run.id)
+    again = ingest_feedback(feedback, store)
+    assert (again.added, again.skipped) == ([], [fid])
+
+
+def wait_for_port(proc, port:int, timeout:float=120)->None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None: raise AssertionError(f"app.py exited with {proc.returncode}:\n{proc.stdout.read()}")
+        try:
+            with socket.create_connection(('127.0.0.1', port), timeout=1): return
+        except OSError: time.sleep(0.5)
+    raise AssertionError("app.py did not start serving in time")
+
+
+def test_space_folder_serves_offline_from_a_copy(space, no_network, tmp_path):
+    copy = shutil.copytree(space, tmp_path/'my-space')
+    guard = tmp_path/'guard'; guard.mkdir()
+    (guard/'sitecustomize.py').write_text(GUARD)
+    port, net_log, feedback = free_port(), tmp_path/'network.log', tmp_path/'space-feedback'
+    env = {**os.environ, 'PYTHONPATH': str(guard), 'PORT': str(port), 'NET_LOG': str(net_log),
+           'FOODVISION_FEEDBACK_DIR': str(feedback), 'GRADIO_ANALYTICS_ENABLED': 'False'}
+    env.pop('GRADIO_SERVER_NAME', None)
+    which = subprocess.run([sys.executable, '-c', 'import foodvision; print(foodvision.__file__)'], cwd=copy, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert Path(which.stdout.strip()).resolve() == (copy/'foodvision'/'__init__.py').resolve(), which.stdout + which.stderr
+
+    proc = subprocess.Popen([sys.executable, 'app.py'], cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_port(proc, port)
+        space_client = local_client(port)
+        examples = sorted((copy/'examples').iterdir())
+        assert len(examples) == 4
+        label, summary = space_client.predict(handle_file(examples[0]), api_name='/predict')
+        vocab = json.loads((copy/'bundle'/'config.json').read_text())['vocab']
+        check_prediction(label, summary, vocab)
+        bad = tmp_path/'bad.jpg'; bad.write_bytes(b'GIF89a, but truncated')
+        assert 'image' in one_line_app_error(lambda: space_client.predict(handle_file(bad), api_name='/predict'))
+        assert space_client.predict(handle_file(examples[1]), 'not_food', api_name='/feedback').startswith('Thanks')
+        assert [r['label'] for r in read_feedback(feedback)] == ['not_food']
+    finally:
+        proc.terminate()
+        try: proc.wait(timeout=20)
+        except subprocess.TimeoutExpired: proc.kill(); proc.wait()
+    log = proc.stdout.read()
+    assert 'Traceback' not in log, log  # the refused uploads left no stack trace on the server either
+    assert not net_log.exists(), f"the Space tried to reach: {net_log.read_text()}"
+    assert no_network == []
