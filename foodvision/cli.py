@@ -167,7 +167,7 @@ def cmd_apply(args)->int:
     "Accept a run's flagged label suggestions into the store as audited 'auto' events (dry run unless --yes)."
     from foodvision.find import flagged_label_fixes, load_issues
     store, run = Store(args.store), Path(args.run)
-    fixes = flagged_label_fixes(load_issues(run), min_score=args.min_score)
+    fixes = flagged_label_fixes(load_issues(run), **({} if args.min_score is None else dict(min_score=args.min_score)))
     if not args.yes:
         print(f"apply: {len(fixes)} suggested relabels would be written (dry run; add --yes to apply)")
         for iid, label in list(fixes.items())[:20]: print(f"  {iid} -> {label}")
@@ -315,7 +315,7 @@ def build_parser()->argparse.ArgumentParser:
          arg('--folds', type=int, default=5), arg('--no-pretrained', action='store_true'), arg('--weights', metavar='PATH'),
          arg('--method', choices=['finetune', 'embedding'], help='out-of-sample route (folder default finetune, run default embedding)'))
     _add(sub, 'apply', cmd_apply, "accept a run's flagged label suggestions (auto, audited)", store,
-         arg('run', metavar='RUN'), arg('--min-score', type=float, default=None, help='only suggestions scoring at least this'),
+         arg('run', metavar='RUN'), arg('--min-score', type=float, default=None, help='only suggestions scoring at least this (default 0.5: 1 - label quality)'),
          arg('--yes', action='store_true', help='write them (otherwise a dry run)'))
     _add(sub, 'undo', cmd_undo, 'reverse a batch (default: the last) or an event', store,
          arg('--batch'), arg('--event', type=int), arg('--reason'))

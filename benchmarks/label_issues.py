@@ -1,0 +1,140 @@
+"""How well does foodvision find wrong labels? Precision and recall of the flagged set and precision@N, on generated data with known flips.
+
+For each noise setting (20% symmetric; class-conditional pizza<->burger and donut<->fried_egg at 40%), on the training tier
+of a generated store, it compares:
+  (a) fastai's in-sample top-loss order: the loss of a model trained on all the noisy training data, on that same data
+      (flagged set: the items it mispredicts);
+  (b) foodvision's out-of-sample ranking (`foodvision.find`): the embedding route (the run's features + K-fold logistic
+      regression) and the fine-tune route (K models trained with `food_learner`), flagged by confident learning;
+  (c) `cleanlab.filter.find_label_issues` (default settings, ranked by self-confidence) on the same out-of-sample
+      probabilities (precision@N from cleanlab's default label-quality score).
+N is the number of flipped labels. cleanlab is a reference here only: foodvision never imports it.
+
+Usage: python benchmarks/label_issues.py [--n 1500] [--size 64] [--arch resnet18] [--epochs 6] [--folds 5] [--seed 0]
+                                         [--noise symmetric,pair] [--routes embedding,finetune]
+CPU, 2 cores: about ten minutes with the defaults (most of it the K fine-tune trainings). Prints a Markdown table.
+"""
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+NOISE = dict(symmetric=dict(noise=0.2), pair=dict(pair_noise={('pizza', 'burger'): 0.4, ('donut', 'fried_egg'): 0.4}))
+NOISE_TEXT = dict(symmetric='20% symmetric', pair='pizza<->burger, donut<->fried_egg 40%')
+
+
+def flagged_stats(flagged_ids, wrong):
+    "Size, precision and recall of a flagged set."
+    flagged = set(flagged_ids)
+    hits = len(flagged & wrong)
+    return len(flagged), hits / len(flagged) if flagged else float('nan'), hits / len(wrong)
+
+
+def in_sample(store, items, cfg, runs_dir):
+    "(a) Train on all the noisy training data, score that same data: loss order and mispredictions. Returns the run folder too."
+    from foodvision.evaluate import evaluate_run, load_predictions
+    from foodvision.train import train_run
+    run = train_run(store, cfg, runs_dir=runs_dir, evaluate=False)
+    evaluate_run(run.path, splits=('train',), store=store)
+    table = load_predictions(run.path, 'train').set_index('item_id').loc[items.id]
+    order = table.sort_values('loss', ascending=False, kind='stable').index
+    return run, order, table.index[table.pred != table.label]
+
+
+def ours(probs, items, vocab):
+    "(b) foodvision's ranking (label quality ascending) and confident-learning flags."
+    from foodvision.find import label_scores
+    s = label_scores(probs, items.label, vocab)
+    return items.id.to_numpy()[np.argsort(s.label_quality.to_numpy(), kind='stable')], items.id[s.is_issue.to_numpy()]
+
+
+def cleanlab_reference(probs, items, vocab):
+    "(c) cleanlab's default flagged set and its default label-quality ranking, on the same probabilities."
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+    y = np.array([vocab.index(l) for l in items.label])
+    flagged = find_label_issues(y, probs, return_indices_ranked_by='self_confidence')
+    order = np.argsort(get_label_quality_scores(y, probs), kind='stable')
+    return items.id.to_numpy()[order], items.id.to_numpy()[flagged]
+
+
+def run_setting(kind, args, tmp):
+    from foodvision.bundle import load_bundle
+    from foodvision.find import bundle_embedder, embed_paths, embedding_oof_probs, finetune_oof_probs, precision_at_n
+    from foodvision.store import Store
+    from foodvision.synth import synth_store
+    from foodvision.train import TrainConfig
+    store = Store.create(Path(tmp)/kind)
+    synth_store(store, n=args.n, size=args.size, seed=args.seed, **NOISE[kind])
+    items = store.items(split='train').reset_index(drop=True)
+    wrong, vocab = set(store.truth().item_id), sorted(items.label.unique())
+    cfg = TrainConfig(arch=args.arch, epochs=args.epochs, size=args.size, bs=args.bs, lr=args.lr, pretrained=False, aug=False,
+                      item_tfms='squish', num_workers=0, seed=args.seed)
+    rows = []
+    def add(method, seconds, order, flagged):
+        n, p, r = flagged_stats(flagged, wrong)
+        rows.append(dict(noise=NOISE_TEXT[kind], method=method, seconds=seconds, flagged=n, precision=p, recall=r,
+                         p_at_n=precision_at_n(order, wrong)))
+        print(f"  {method}: flagged {n}, precision {p:.3f}, recall {r:.3f}, precision@N {rows[-1]['p_at_n']:.3f} ({seconds:.0f} s)", flush=True)
+    print(f"{NOISE_TEXT[kind]}: {len(items)} training items, {len(wrong)} flipped", flush=True)
+    start = time.perf_counter()
+    run, order, flagged = in_sample(store, items, cfg, Path(tmp)/f'runs-{kind}')
+    train_seconds = time.perf_counter() - start
+    add('(a) fastai in-sample top loss', train_seconds, order, flagged)
+    if 'embedding' in args.routes:
+        start = time.perf_counter()
+        features = embed_paths(items.path, bundle_embedder(load_bundle(run.bundle)), bs=128)
+        probs = embedding_oof_probs(features, items.label, vocab, args.folds, args.seed)
+        seconds = time.perf_counter() - start
+        add('(b) foodvision embedding route', seconds, *ours(probs, items, vocab))
+        add('(c) cleanlab on embedding-route probs', seconds, *cleanlab_reference(probs, items, vocab))
+        rows[-2]['note'] = rows[-1]['note'] = f"+ the run's {train_seconds:.0f} s training"
+    if 'finetune' in args.routes:
+        start = time.perf_counter()
+        probs = finetune_oof_probs(items, vocab, cfg, args.folds, args.seed, progress=False)
+        seconds = time.perf_counter() - start
+        add('(b) foodvision fine-tune route', seconds, *ours(probs, items, vocab))
+        add('(c) cleanlab on fine-tune-route probs', seconds, *cleanlab_reference(probs, items, vocab))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--n', type=int, default=1500)
+    ap.add_argument('--size', type=int, default=64)
+    ap.add_argument('--arch', default='resnet18')
+    ap.add_argument('--epochs', type=int, default=6)
+    ap.add_argument('--folds', type=int, default=5)
+    ap.add_argument('--bs', type=int, default=32)
+    ap.add_argument('--lr', type=float, default=1e-2)
+    ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--noise', default='symmetric,pair')
+    ap.add_argument('--routes', default='embedding,finetune')
+    args = ap.parse_args()
+    args.routes = args.routes.split(',')
+    warnings.filterwarnings('ignore')
+    torch.set_num_threads(os.cpu_count() or 1)
+    start, rows = time.perf_counter(), []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in args.noise.split(','): rows += run_setting(kind, args, tmp)
+    total = time.perf_counter() - start
+    print()
+    print(f"`{' '.join(['python', 'benchmarks/label_issues.py', *sys.argv[1:]])}` — {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {'GPU ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}; "
+          f"n={args.n} at {args.size} px, {args.arch} from scratch, {args.epochs} epochs, K={args.folds}; total {total / 60:.1f} min")
+    print()
+    print('| noise | method | flagged | precision | recall | precision@N | seconds |')
+    print('|---|---|---:|---:|---:|---:|---:|')
+    for r in rows:
+        print(f"| {r['noise']} | {r['method']} | {r['flagged']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['p_at_n']:.3f} | "
+              f"{r['seconds']:.0f}{' ' + r['note'] if r.get('note') else ''} |")
+
+
+if __name__ == '__main__': main()
