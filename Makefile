@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: venv
-	$(BIN)/foodvision synth demo-store --n 1000 --size 128 --noise 0.2 --seed 0
+	$(BIN)/foodvision demo
 
 # The browser test drives Debian's chromium (never a downloaded browser build); install it when we can.
 browser:
