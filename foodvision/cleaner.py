@@ -163,12 +163,16 @@ class Cleaner:
                 ):
         self.store, self.run_id, self.thumb_size = store, run_id, thumb_size
         issues = check_issues(issues)
-        state = store.items(status=None).set_index('id')[['label', 'split', 'status']]
-        known = issues.item_id.isin(state.index)
+        state = store.item_states()  # label, split and status only: no paths, no per-item objects
+        known = state.index.get_indexer(issues.item_id) >= 0
         self.dropped = issues[~known].reset_index(drop=True)
         self.queue = issues[known].reset_index(drop=True)
         self._state = state.loc[self.queue.item_id.unique()]
-        self.classes = sorted(state[state.status == 'active'].label.unique())
+        self.classes = sorted(state.label[state.status == 'active'].unique())
+        # queue rows of each ranking, in rank order, and each row's position in `_state`: views are index arithmetic
+        self._rank_rows = {r: np.asarray(rows) for r, rows in self.queue.groupby('ranking', sort=False).indices.items()}
+        self._state_row = self._state.index.get_indexer(self.queue.item_id)
+        self._state_gen, self._view_key, self._view_rows = 0, None, None
         self.stats_path = Path(stats_path) if stats_path else store.path/'cleaner-stats.json'
         self.decisions, self._decided_in, self._shown, self._counted = {}, {}, {}, {}
         self.history, self.page, self.n_thumbnails_read, self._rendering = [], 0, 0, False
@@ -182,7 +186,7 @@ class Cleaner:
 
 # %% ../nbs/10_cleaner.ipynb #c0026
 def _ordered_rankings(names)->list:
-    names = list(dict.fromkeys(names))
+    names = list(dict.fromkeys(pd.unique(pd.Series(names, dtype=object))))
     return [r for r in RANKINGS if r in names] + sorted(r for r in names if r not in RANKINGS)
 
 def _css(widget, name:str):
@@ -190,7 +194,7 @@ def _css(widget, name:str):
 
 @patch
 def _build(self:Cleaner, page_size:int, reason:str):
-    rankings = _ordered_rankings(self.queue.ranking) or ['(none)']
+    rankings = _ordered_rankings(list(self._rank_rows)) or ['(none)']
     self.ranking = _css(widgets.Dropdown(options=rankings, description='ranking'), 'fv-ranking')
     self.klass = _css(widgets.Dropdown(options=[('all classes', '')] + [(c, c) for c in self.classes], description='class'), 'fv-class')
     self.split = _css(widgets.Dropdown(options=[('all splits', '')] + [(s, s) for s in SPLITS], description='split'), 'fv-split')
@@ -269,19 +273,27 @@ def _refresh_review(self:Cleaner):
 
 # %% ../nbs/10_cleaner.ipynb #c0028
 @patch
+def _view_positions(self:Cleaner)->np.ndarray:
+    "Queue positions of the current view, in rank order; recomputed only when the ranking, a filter or the store state changes."
+    key = (self.ranking.value, self.klass.value, self.split.value, self._state_gen)
+    if key != self._view_key:
+        rows = self._rank_rows.get(self.ranking.value, np.zeros(0, dtype=int))
+        at = self._state_row[rows]
+        keep = self._state.status.to_numpy(dtype=object)[at] == 'active'
+        if self.klass.value: keep &= self._state.label.to_numpy(dtype=object)[at] == self.klass.value
+        if self.split.value: keep &= self._state.split.to_numpy(dtype=object)[at] == self.split.value
+        self._view_key, self._view_rows = key, rows[keep]
+    return self._view_rows
+
+@patch
 def view(self:Cleaner)->pd.DataFrame:
     "The rows of the current ranking, class and split whose items are active, in rank order."
-    q = self.queue[self.queue.ranking == self.ranking.value]
-    now = self._state.reindex(q.item_id)
-    keep = now.status.values == 'active'
-    if self.klass.value: keep &= now.label.values == self.klass.value
-    if self.split.value: keep &= now.split.values == self.split.value
-    return q[keep]
+    return self.queue.iloc[self._view_positions()]
 
 @patch
 def n_pages(self:Cleaner)->int:
     "How many pages the current view has."
-    return max(1, math.ceil(len(self.view()) / self.page_size.value))
+    return max(1, math.ceil(len(self._view_positions()) / self.page_size.value))
 
 @patch
 def go(self:Cleaner, page:int):
@@ -290,11 +302,11 @@ def go(self:Cleaner, page:int):
 
 @patch
 def render(self:Cleaner):
-    "Fill the cells with the current page (reading only its thumbnails) and refresh the pager and summaries."
-    view, size = self.view(), self.page_size.value
+    "Fill the cells with the current page (materialising only its rows and thumbnails) and refresh the pager and summaries."
+    view, size = self._view_positions(), self.page_size.value
     n = max(1, math.ceil(len(view) / size))
     self.page = min(max(self.page, 0), n - 1)
-    rows = view.iloc[self.page * size:(self.page + 1) * size]
+    rows = self.queue.iloc[view[self.page * size:(self.page + 1) * size]]
     while len(self.cells) < size: self.cells.append(_Cell(self.thumb_size, self._on_cell))
     self._rendering = True
     try:
@@ -416,8 +428,8 @@ def _applied(self:Cleaner, done:list):
 @patch
 def _reload(self:Cleaner):
     "Re-read the label and status of the queue's items from the store, then re-render."
-    state = self.store.items(status=None).set_index('id')[['label', 'split', 'status']]
-    self._state = state.reindex(self._state.index).fillna({'status': 'quarantined'})
+    self._state = self.store.item_states().reindex(self._state.index).fillna({'status': 'quarantined'})
+    self._state_gen += 1  # the cached view is stale
     self.render()
 
 @patch

@@ -239,13 +239,15 @@ def cmd_demo(args)->int:
     from datetime import datetime
     from foodvision.demo import DemoConfig, next_commands, run_demo
     out = Path(args.out or Path('demo-runs')/datetime.now().strftime('%Y%m%d-%H%M%S'))
-    cfg = DemoConfig(n=args.n, size=args.size, noise=args.noise, seed=args.seed, arch=args.arch, epochs=args.epochs,
-                     bs=args.bs, rounds=args.rounds, method=args.method, pretrained=args.weights is not None, weights=args.weights)
+    cfg = DemoConfig(n=args.n, size=args.size, noise=args.noise, seed=args.seed, arch=args.arch, epochs=args.epochs, bs=args.bs,
+                     lr=args.lr, rounds=args.rounds, method=args.method, min_score=args.min_score, quarantine_score=args.quarantine_score,
+                     pretrained=args.weights is not None, weights=args.weights)
     s = run_demo(out, cfg)
     a, f = s['test_accuracy'], s['fixes']
     print(f"\nclean test accuracy: before {a['before']:.3f} -> after {a['after']:.3f}"
           + (f" (ceiling {a['ceiling']:.3f})" if a['ceiling'] is not None else ''))
-    print(f"label fixes: {f['accepted']} accepted, precision {f['precision']:.3f}, recall {f['recall']:.3f} of {f['flipped']} flipped")
+    print(f"label fixes: {f['accepted']} relabelled (precision {f['precision']:.3f}), {f['quarantined']} quarantined "
+          f"(precision {f['quarantine_precision']:.3f}); recall {f['recall']:.3f} of {f['flipped']} flipped")
     print(f"report: {out/'report'/'report.html'}  (and report.md)\n\nnext:\n{next_commands(s)}")
     return 0
 
@@ -331,10 +333,13 @@ def build_parser()->argparse.ArgumentParser:
     _add(sub, 'ingest-feedback', cmd_ingest_feedback, "add the app's feedback to a store", arg('feedback_dir', metavar='DIR'), store)
     _add(sub, 'demo', cmd_demo, 'run the whole loop offline on embedded data and write a report',
          arg('out', metavar='OUT', nargs='?', help='new folder (default demo-runs/<time>)'),
-         arg('--n', type=int, default=1000), arg('--size', type=int, default=64), arg('--noise', type=float, default=0.2),
-         arg('--seed', type=int, default=0), arg('--arch', default='resnet18'), arg('--epochs', type=int, default=8),
-         arg('--bs', type=int, default=64), arg('--rounds', type=int, default=1),
-         arg('--method', default='embedding', choices=['embedding', 'finetune']),
+         arg('--n', type=int, default=3000, help='generated images'), arg('--size', type=int, default=64, help='image side in pixels'),
+         arg('--noise', type=float, default=0.2, help='fraction of training labels flipped'), arg('--seed', type=int, default=0),
+         arg('--arch', default='test_resnet', help='timm architecture'), arg('--epochs', type=int, default=15, help='epochs per training'),
+         arg('--bs', type=int, default=64), arg('--lr', type=float, default=1e-2), arg('--rounds', type=int, default=1, help='find → fix → retrain rounds'),
+         arg('--method', default='embedding', choices=['embedding', 'finetune'], help='out-of-sample route for finding label issues'),
+         arg('--min-score', type=float, default=0.9, help='relabel a flagged item to its suggestion when 1 - label quality is at least this'),
+         arg('--quarantine-score', type=float, default=0.8, help='quarantine the other flagged items scoring at least this (above 1: never)'),
          arg('--weights', metavar='PATH', help='local pretrained weights (default: from scratch, offline)'))
     _add(sub, 'runs', cmd_runs, 'list runs with dataset version, arch and metrics', runs)
     _add(sub, 'compare', cmd_compare, 'compare two runs', arg('run_a', metavar='RUN_A'), arg('run_b', metavar='RUN_B'),

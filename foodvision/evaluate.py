@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
 
 from .store import Store, StoreError
 
 # %% ../nbs/07_evaluate.ipynb #c0008
-class _ImageFiles(torch.utils.data.Dataset):
+class _ImageFiles:
+    "A map-style dataset of image files (a `DataLoader` needs only `len` and indexing)."
     def __init__(self, paths, preprocess): self.paths, self.preprocess = list(paths), preprocess
     def __len__(self): return len(self.paths)
     def __getitem__(self, i):  # the bundle's own preprocessing: exactly what serving does with the same file
@@ -31,8 +31,9 @@ def predict_paths(bundle, # a loaded `foodvision.bundle.Bundle`
                   paths, # image files (trusted: already in the store)
                   bs:int=64, # batch size
                   num_workers:int=0, # loader processes
-                 )->torch.Tensor:
+                 )->'torch.Tensor':
     "Class probabilities for each image file, shape (n, n_classes)."
+    import torch
     dl = torch.utils.data.DataLoader(_ImageFiles(paths, bundle.preprocess), batch_size=bs, num_workers=num_workers)
     out = [bundle.predict_proba(xb) for xb in dl]
     return torch.cat(out) if out else torch.empty(0, len(bundle.vocab))
@@ -41,11 +42,12 @@ def predict_paths(bundle, # a loaded `foodvision.bundle.Bundle`
 TABLE_COLUMNS = ['item_id', 'file', 'path', 'split', 'label', 'pred', 'prob', 'top_k', 'loss', 'correct', 'label_in_top_k']
 
 def prediction_table(items:pd.DataFrame, # rows of `Store.items()`
-                     probs:torch.Tensor, # (n, n_classes) probabilities, same order as `items`
+                     probs:'torch.Tensor', # (n, n_classes) probabilities, same order as `items`
                      vocab:list, # class names of the model
                      top_k:int=5, # how many guesses to keep
                     )->pd.DataFrame:
     "The per-image evaluation table from probabilities."
+    import torch
     k = min(top_k, len(vocab))
     idx = {c: i for i, c in enumerate(vocab)}
     top_p, top_i = probs.topk(k, dim=1)

@@ -34,9 +34,16 @@ def _as_stream(src):
     if isinstance(src, (str, Path)): return open(src, 'rb'), str(src)
     return src, 'image stream'
 
+def _draft_scale(w:int, h:int, min_pixels:int)->int:
+    "The largest JPEG scale-down (8, 4, 2 or 1) whose image still has at least `min_pixels` pixels."
+    s = 8
+    while s > 1 and (w // s) * (h // s) < min_pixels: s //= 2
+    return s
+
 def open_image_checked(src, # bytes, a path, or a binary file object
                        max_pixels:int=MAX_PIXELS, # refuse images declaring more pixels than this
                        formats=ALLOWED_FORMATS, # Pillow formats accepted
+                       draft_pixels:int|None=None, # decode a JPEG at the smallest 1/2, 1/4 or 1/8 scale keeping at least this many pixels; None: full size
                       )->Image.Image:
     "Decode an untrusted image fully, or raise `ImageRejected` with a one-line reason."
     stream, where = _as_stream(src)
@@ -49,6 +56,8 @@ def open_image_checked(src, # bytes, a path, or a binary file object
             w, h = im.size
             if w < 1 or h < 1 or w * h > max_pixels:
                 raise ImageRejected(f"{where}: {w}x{h} pixels exceeds the limit of {max_pixels:,} (possible decompression bomb)")
+            if draft_pixels and im.format == 'JPEG' and (s := _draft_scale(w, h, draft_pixels)) > 1:
+                im.draft(im.mode, (w // s, h // s))  # libjpeg scales in the DCT: less to decode, less to resize
             im.load()
             return im
     except ImageRejected: raise

@@ -228,8 +228,19 @@ def items(self:Store, status:str|None='active', # 'active', 'quarantined', or No
     if split: where.append('split = ?'); args.append(check_split(split))
     sql = f"SELECT {', '.join(ITEM_COLUMNS)} FROM items" + (' WHERE ' + ' AND '.join(where) if where else '') + ' ORDER BY id'
     with self._read() as db: df = pd.DataFrame(db.execute(sql, args).fetchall(), columns=ITEM_COLUMNS)
-    df['path'] = [str(self.path/f) for f in df['file']]
+    df['path'] = (str(self.path) + os.sep) + df['file'].astype(object)  # one vectorised join: 100k Path objects take seconds
     return df
+
+@patch
+def _state(self:Store, db)->list:
+    "(id, label, split, status) of every item in id order (sorted here: twice as fast as SQLite's ORDER BY through the id index)."
+    return sorted(db.execute('SELECT id, label, split, status FROM items'))
+
+@patch
+def item_states(self:Store)->pd.DataFrame:
+    "Label, split and status of every item (quarantined ones too), indexed by id: the light read for views that need only those."
+    with self._read() as db: rows = self._state(db)
+    return pd.DataFrame(rows, columns=['id', 'label', 'split', 'status']).set_index('id')
 
 @patch
 def image_path(self:Store, item_id:str)->Path:
@@ -344,9 +355,10 @@ _INVERSE = {'relabel': 'relabel', 'split-change': 'split-change', 'quarantine': 
 @patch
 def _undo_rows(self:Store, db, rows, reason, actor)->str|None:
     by_action = {}
+    # one pass over the log for the events already undone (a query per event scans the log once per event)
+    done = {u for (u,) in db.execute('SELECT undoes FROM label_events WHERE undoes >= ?', (min(r[0] for r in rows),))} if rows else set()
     for eid, iid, action, old, new in rows:
-        if db.execute('SELECT 1 FROM label_events WHERE undoes = ?', (eid,)).fetchone():
-            raise StoreError(f"event {eid} was already undone")
+        if eid in done: raise StoreError(f"event {eid} was already undone")
         col = _FIELD_OF[_INVERSE[action]] if action == 'add' else _FIELD_OF[action]
         now = db.execute(f'SELECT {col} FROM items WHERE id = ?', (iid,)).fetchone()[0]
         expected = 'active' if action == 'add' else new
@@ -377,14 +389,9 @@ def undo_batch(self:Store, batch:str, # the batch to reverse, e.g. from `last_ba
         return self._undo_rows(db, rows, reason or f'undo batch {batch}', actor)
 
 # %% ../nbs/01_store.ipynb #c0039
-@patch
-def _state(self:Store, db)->list:
-    return db.execute('SELECT id, label, split, status FROM items ORDER BY id').fetchall()
-
 def _hash_state(rows)->str:
-    h = hashlib.sha256()
-    for r in rows: h.update(('\t'.join(r) + '\n').encode())
-    return h.hexdigest()[:16]
+    "The first 16 hex digits of the SHA-256 of one tab-separated line per row (hashed in one call: same digest, 100k rows in a blink)."
+    return hashlib.sha256(''.join('\t'.join(r) + '\n' for r in rows).encode()).hexdigest()[:16]
 
 @patch
 def version(self:Store)->str:
@@ -405,20 +412,24 @@ def _snapshot(self:Store, version:str)->pd.DataFrame:
     if row is None: raise StoreError(f"version {version!r} is unknown to this store (see `foodvision status`)")
     return pd.DataFrame(json.loads(zlib.decompress(row[0])), columns=['id', 'label', 'split', 'status']).set_index('id')
 
+def _changed(both:pd.DataFrame, col:str)->list:
+    "(id, old, new) where `col` differs between the `_old` and `_new` columns of a joined snapshot."
+    c = both[both[f'{col}_old'] != both[f'{col}_new']]
+    return list(zip(c.index, c[f'{col}_old'], c[f'{col}_new']))
+
 @patch
 def diff(self:Store, old:str, # the earlier version
           new:str|None=None, # the later version (default: the current one)
          )->dict:
     "What changed between two versions: items added, removed (or quarantined), relabeled, moved, and per-class counts."
-    a, b = self._snapshot(old), self._snapshot(new or self.version())
+    new = new or self.version()
+    a, b = self._snapshot(old), self._snapshot(new)
     a_act, b_act = a[a.status == 'active'], b[b.status == 'active']
-    both = a_act.index.intersection(b_act.index)
-    relabeled = [(i, a_act.at[i, 'label'], b_act.at[i, 'label']) for i in both if a_act.at[i, 'label'] != b_act.at[i, 'label']]
-    moved = [(i, a_act.at[i, 'split'], b_act.at[i, 'split']) for i in both if a_act.at[i, 'split'] != b_act.at[i, 'split']]
+    both = a_act[['label', 'split']].join(b_act[['label', 'split']], how='inner', lsuffix='_old', rsuffix='_new').sort_index()
     counts = pd.DataFrame({'old': a_act.label.value_counts(), 'new': b_act.label.value_counts()}).fillna(0).astype(int)
     counts['change'] = counts.new - counts.old
-    return dict(old=old, new=new or self.version(), added=sorted(b_act.index.difference(a_act.index)),
-                removed=sorted(a_act.index.difference(b_act.index)), relabeled=relabeled, moved=moved,
+    return dict(old=old, new=new, added=sorted(b_act.index.difference(a_act.index)),
+                removed=sorted(a_act.index.difference(b_act.index)), relabeled=_changed(both, 'label'), moved=_changed(both, 'split'),
                 counts=counts.sort_index())
 
 def format_diff(d:dict)->str:
@@ -533,11 +544,13 @@ def purge_quarantined(self:Store, confirm:bool=False, # must be True: this delet
 def summary(self:Store, n_events:int=5 # how many recent events to include
             )->dict:
     "Version, per-class and per-split counts of active items, quarantined count and recent events."
-    items = self.items(status=None)
-    active = items[items.status == 'active']
-    counts = pd.crosstab(active.label, active.split) if len(active) else pd.DataFrame()
-    return dict(path=str(self.path), version=self.version(), n_items=len(active),
-                n_quarantined=int((items.status == 'quarantined').sum()), counts=counts, recent=self.events(limit=n_events))
+    with self._read() as db:  # counted by SQLite: no item rows are loaded
+        g = pd.DataFrame(db.execute('SELECT label, split, status, COUNT(*) FROM items GROUP BY label, split, status').fetchall(),
+                         columns=['label', 'split', 'status', 'n'])
+    active = g[g.status == 'active']
+    counts = active.pivot(index='label', columns='split', values='n').fillna(0).astype(int) if len(active) else pd.DataFrame()
+    return dict(path=str(self.path), version=self.version(), n_items=int(active.n.sum()),
+                n_quarantined=int(g.n[g.status == 'quarantined'].sum()), counts=counts, recent=self.events(limit=n_events))
 
 def _text(v)->str: return '' if v is None or v != v else str(v)  # None and NaN print as nothing
 

@@ -120,6 +120,8 @@ def food_learner(dls, # DataLoaders, e.g. from `food_dls`
     check_arch(arch)
     if pretrained: check_pretrained(arch, weights)
     elif weights is not None: raise TrainError("weights given but pretrained=False: choose one")
+    device = torch.device(dls.device if dls.device is not None else resolve_device())
+    precision = resolve_precision(device, precision)
     mean, std = norm_stats(arch)
     if not any(isinstance(t, Normalize) for t in dls.after_batch.fs): dls.add_tfms([Normalize.from_stats(mean, std)], 'after_batch')
     if weights is not None: kwargs['pretrained_cfg_overlay'] = dict(file=str(weights))
@@ -127,11 +129,10 @@ def food_learner(dls, # DataLoaders, e.g. from `food_dls`
         warnings.filterwarnings('error', message='No pretrained weights exist')
         learn = vision_learner(dls, arch, pretrained=pretrained, normalize=False, metrics=[accuracy, top5], **kwargs)
     learn.norm_stats, learn.arch_name = (mean, std), arch
-    device = dls.device if dls.device is not None else resolve_device()
-    learn.precision = resolve_precision(torch.device(device))
-    if learn.precision == 'bf16': learn.to_bf16()
-    elif learn.precision == 'fp16': learn.to_fp16()
-    if channels_last or (channels_last is None and torch.device(device).type == 'cuda'): learn.to_channelslast()
+    learn.precision = precision
+    if precision == 'bf16': learn.to_bf16()
+    elif precision == 'fp16': learn.to_fp16()
+    if channels_last or (channels_last is None and device.type == 'cuda'): learn.to_channelslast()
     if compile: learn.model = torch.compile(learn.model)
     return learn
 
@@ -159,6 +160,7 @@ class TrainConfig:
     device:str|None = None  # None: GPU when present
     keep_checkpoints:int = 2  # how many epoch checkpoints to keep
     lr_find:bool = False  # run fastai's lr_find first and train at its 'valley' suggestion
+    deterministic:bool = False  # GPU: cuDNN's deterministic algorithms (repeatable, slower); False lets cuDNN autotune
 
     def phases(self)->list:
         "The training phases as (name, epochs, fit_one_cycle keyword arguments)."
@@ -313,6 +315,8 @@ def train_run(store:Store, # the dataset store to learn from
     "Train a model on the store's current version into a run folder, export its bundle and evaluate it."
     from fastai.torch_core import set_seed
     cfg = cfg or TrainConfig()
+    if _distributed() and resume is None and run_id is None:
+        raise TrainError("under accelerate launch every process must write the same run: pass --run-id")
     version = store.version()
     if resume is not None:
         run_dir = Path(resume)
@@ -320,12 +324,11 @@ def train_run(store:Store, # the dataset store to learn from
         saved = json.loads((run_dir/'config.json').read_text())
         if saved['dataset_version'] != version:
             raise TrainError(f"the store changed since run {run_dir.name} started (version {saved['dataset_version']} -> {version}); start a new run")
-        cfg = TrainConfig(**{k: saved[k] for k in TrainConfig.__dataclass_fields__})
+        cfg = TrainConfig(**{k: saved[k] for k in TrainConfig.__dataclass_fields__ if k in saved})  # older runs lack newer fields
     device = resolve_device(cfg.device)
-    set_seed(cfg.seed, reproducible=True)
+    set_seed(cfg.seed, reproducible=cfg.deterministic)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cfg.deterministic, not cfg.deterministic
     dls, learn = _build(store, cfg, device)
-    if _distributed() and resume is None and run_id is None:
-        raise TrainError("under accelerate launch every process must write the same run: pass --run-id")
     if resume is None and not _rank(): run_dir = new_run(runs_dir, cfg, store, version, device, learn.precision, run_id)
     elif resume is None: run_dir = Path(runs_dir)/run_id
     if cfg.lr_find and resume is None and not _rank(): cfg = find_lr(learn, cfg, run_dir)

@@ -152,6 +152,37 @@ def test_apply_and_undo_through_buttons(store, preds, tmp_path):
     assert c.undo_button.disabled and b in set(c.view().item_id)
 
 
+def naive_view(c):
+    "The view by its definition: the ranking's rows whose items are active now, filtered by class and split, in rank order."
+    q = c.queue[c.queue.ranking == c.ranking.value]
+    now = c.store.items(status=None).set_index('id').reindex(q.item_id)
+    keep = now.status.values == 'active'
+    if c.klass.value: keep &= now.label.values == c.klass.value
+    if c.split.value: keep &= now.split.values == c.split.value
+    return q[keep]
+
+
+def test_cached_view_follows_filters_and_the_store(store, preds, tmp_path, reads):
+    c = cleaner_of(store, preds, tmp_path, page_size=6)
+    def check():
+        assert c.view().index.tolist() == naive_view(c).index.tolist()
+        assert c.n_pages() == max(1, -(-len(naive_view(c)) // 6))
+    for ranking in ('most_wrong', 'top_loss'):
+        for klass in ('', *c.classes[:2]):
+            for split in ('', 'train', 'valid'):
+                c.ranking.value, c.klass.value, c.split.value = ranking, klass, split
+                check()
+    c.ranking.value, c.klass.value, c.split.value = 'top_loss', '', ''
+    gone = c.view().item_id.iloc[0]
+    c.decide(gone, QUARANTINE); c.apply(); check()
+    assert gone not in set(c.view().item_id)
+    c.undo(); check()
+    assert gone in set(c.view().item_id)
+    store.quarantine([gone], reason='elsewhere'); c._reload(); check()  # a change made outside, picked up on reload
+    reads.clear(); c.go(c.n_pages() - 1)
+    assert len(reads) == len(c.view()) - 6 * (c.n_pages() - 1)  # the last page's thumbnails only
+
+
 def test_ranking_stats_are_persisted_per_ranking(store, preds, tmp_path):
     c = cleaner_of(store, preds, tmp_path, page_size=6)
     c.ranking.value = 'top_loss'

@@ -1,4 +1,4 @@
-"""Crash safety: a store killed with SIGKILL in the middle of a large import or a large relabel batch
+"""Crash safety: a store killed with SIGKILL in the middle of a large import, a large relabel batch or its undo
 keeps either the whole batch or none of it, stays a valid SQLite database, and loses no image file."""
 import io, os, signal, sqlite3, subprocess, sys, textwrap, time
 from pathlib import Path
@@ -37,6 +37,7 @@ CHILD = textwrap.dedent('''
     Store._tx = contextlib.contextmanager(marked_tx)
     store = Store(store_path)
     if mode == 'import': store.import_path(src)
+    elif mode == 'undo': store.undo_batch(store.last_batch())
     else:
         ids = store.items().id.tolist()
         store.relabel({i: 'relabeled' for i in ids}, reason='crash test')
@@ -123,3 +124,20 @@ def test_kill_inside_relabel_batch_keeps_all_or_nothing(folder, tmp_path):
     assert relabeled in (0, N), f"partial relabel batch: {relabeled} of {N}"
     assert len(Store(store.path).events().query("action == 'relabel'")) == relabeled
     if relabeled == 0: assert after.label.tolist() == before.label.tolist()
+
+
+def test_kill_inside_undo_of_a_large_batch_keeps_all_or_nothing(folder, tmp_path):
+    store = Store.create(tmp_path/'s')
+    store.import_path(folder)
+    before = store.items()
+    store.relabel({i: 'relabeled' for i in before.id}, reason='to undo')
+    proc, marker = run_child(store, folder, 'undo', tmp_path)
+    kill_when(proc, lambda: marker.exists() and (time.sleep(0.03) or True))
+    assert_consistent(store, {N})
+    after = Store(store.path).items()
+    restored = (after.label != 'relabeled').sum()
+    assert restored in (0, N), f"partial undo: {restored} of {N}"
+    undos = Store(store.path).events().undoes.notna().sum()
+    assert undos == restored
+    if restored: assert after.label.tolist() == before.label.tolist()
+    else: assert Store(store.path).undo_batch(Store(store.path).last_batch())  # the batch can still be undone, whole

@@ -99,3 +99,28 @@ def test_resume_refuses_changed_store(store, tmp_path):
     store.relabel({item.id: 'pizza' if item.label != 'pizza' else 'sushi'}, reason='test')
     try: assert_one_line_error(fv('train', store.path, '--resume', runs/'c', '--runs', runs), 'store changed since run')
     finally: store.undo_batch(store.last_batch())
+
+
+LAUNCH_1 = dict(WORLD_SIZE='1', RANK='0', LOCAL_RANK='0', LOCAL_WORLD_SIZE='1')  # what a launcher sets for one process
+
+
+def test_single_process_launch_is_the_plain_path(store, tmp_path, monkeypatch):
+    "Under a launcher with one process (`accelerate launch --num_processes 1`, torchrun) the run trains as if launched directly."
+    from contextlib import nullcontext
+    import foodvision.train as T
+    for k, v in LAUNCH_1.items(): monkeypatch.setenv(k, v)
+    contexts, real = [], T._distrib_ctx
+    monkeypatch.setattr(T, '_distrib_ctx', lambda learn: contexts.append(real(learn)) or contexts[-1])
+    cfg = T.TrainConfig(arch='resnet18', epochs=1, size=32, bs=16, pretrained=False, num_workers=0)
+    run = T.train_run(store, cfg, runs_dir=tmp_path, evaluate=False, run_id='one')
+    assert [type(c) for c in contexts] == [nullcontext]  # fastai's distrib_ctx is never entered
+    assert run.id == 'one' and (run.bundle/'model.safetensors').exists()
+    assert len((run.path/'metrics.csv').read_text().splitlines()) == 2
+
+
+def test_multi_process_launch_needs_a_run_id(store, tmp_path):
+    env = {**os.environ, 'WORLD_SIZE': '2', 'RANK': '0', 'LOCAL_RANK': '0', 'LOCAL_WORLD_SIZE': '2'}
+    r = subprocess.run([FV, 'train', str(store.path), *TINY, '--epochs', '1', '--runs', str(tmp_path)],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert_one_line_error(r, 'pass --run-id')
+    assert not list(tmp_path.iterdir()), 'refused before any run folder or training'
