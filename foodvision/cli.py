@@ -336,7 +336,7 @@ def build_parser()->argparse.ArgumentParser:
          arg('--n', type=int, default=3000, help='generated images'), arg('--size', type=int, default=64, help='image side in pixels'),
          arg('--noise', type=float, default=0.2, help='fraction of training labels flipped'), arg('--seed', type=int, default=0),
          arg('--arch', default='test_resnet', help='timm architecture'), arg('--epochs', type=int, default=15, help='epochs per training'),
-         arg('--bs', type=int, default=64), arg('--lr', type=float, default=1e-2), arg('--rounds', type=int, default=1, help='find → fix → retrain rounds'),
+         arg('--bs', type=int, default=64), arg('--lr', type=float, default=1e-2), arg('--rounds', type=int, default=2, help='find → fix → retrain rounds'),
          arg('--method', default='embedding', choices=['embedding', 'finetune'], help='out-of-sample route for finding label issues'),
          arg('--min-score', type=float, default=0.9, help='relabel a flagged item to its suggestion when 1 - label quality is at least this'),
          arg('--quarantine-score', type=float, default=0.8, help='quarantine the other flagged items scoring at least this (above 1: never)'),

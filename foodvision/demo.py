@@ -34,7 +34,7 @@ class DemoConfig:
     lr:float = 1e-2  # learning rate (one-cycle, from scratch)
     item_tfms:str = 'squish'  # resize preset (see `foodvision.data.ITEM_TFMS`)
     aug:bool = False  # batch augmentation: off, since from scratch in 15 epochs it slows learning more than it regularises
-    rounds:int = 1  # find → fix → retrain rounds
+    rounds:int = 2  # find → fix → retrain rounds (the second finds what the first model's noise hid)
     method:str = 'embedding'  # out-of-sample route for finding label issues: 'embedding' or 'finetune'
     folds:int = 5  # cross-validation folds for finding issues
     min_score:float = 0.9  # relabel to the suggestion when the item is flagged and 1 - label quality is at least this

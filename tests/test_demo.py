@@ -7,7 +7,7 @@ FV = str(Path(sys.executable).with_name('foodvision'))
 
 def test_short_demo_runs_the_whole_loop(tmp_path):
     out = tmp_path/'demo'
-    r = subprocess.run([FV, 'demo', str(out), '--n', '180', '--size', '32', '--epochs', '2', '--bs', '32'],
+    r = subprocess.run([FV, 'demo', str(out), '--n', '180', '--size', '32', '--epochs', '2', '--bs', '32', '--rounds', '1'],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'clean test accuracy: before' in r.stdout and 'label fixes:' in r.stdout and 'foodvision app' in r.stdout
