@@ -6,7 +6,7 @@ Docs: https://foodvision.github.io/foodvision/data.html.md"""
 
 # %% auto #0
 __all__ = ['ITEM_TFMS', 'item_tfms_for', 'available_cpus', 'default_workers', 'crop_draft_pixels', 'OpenImage',
-           'FastRandomResizedCrop', 'food_block', 'training_items', 'food_dls']
+           'FastRandomResizedCrop', 'food_block', 'training_items', 'items_dls', 'food_dls']
 
 # %% ../nbs/04_data.ipynb #c0004
 import math
@@ -41,7 +41,7 @@ def item_tfms_for(preset:str, # one of 'squish', 'pad', 'crop', 'random_crop'
     if preset == 'random_crop': return [RandomResizedCrop(size, min_scale=min_scale)]
     raise ValueError(f"item_tfms preset {preset!r} is not one of {', '.join(ITEM_TFMS)}")
 
-# %% ../nbs/04_data.ipynb #c0101
+# %% ../nbs/04_data.ipynb #c0011
 def available_cpus()->int:
     "CPU cores this process may run on (its affinity mask, which containers and job schedulers narrow)."
     try: return len(os.sched_getaffinity(0))
@@ -88,7 +88,7 @@ class FastRandomResizedCrop(RandomResizedCrop):
         out = torch.nn.functional.interpolate(crop, size=(self.size[1], self.size[0]), mode='bilinear', antialias=True, align_corners=False)
         return TensorImage(out[0])
 
-# %% ../nbs/04_data.ipynb #c0011
+# %% ../nbs/04_data.ipynb #c0017
 def _image_block(fast:bool, item_tfms:str, size:int, min_scale:float)->TransformBlock:
     if not fast: return TransformBlock(type_tfms=PILImage.create, batch_tfms=IntToFloatTensor)  # fastai's `ImageBlock`
     openers = [OpenImage(crop_draft_pixels(size, min_scale), split_idx=0), OpenImage()] if item_tfms == 'random_crop' else [OpenImage()]
@@ -114,7 +114,7 @@ def food_block(vocab:list|None=None, # class names; None infers them from the tr
                      get_y=ColReader('label'), splitter=split, item_tfms=resize,
                      batch_tfms=aug_transforms(size=size, min_scale=1.0) if aug else None)
 
-# %% ../nbs/04_data.ipynb #c0014
+# %% ../nbs/04_data.ipynb #c0020
 def training_items(store:Store, # the dataset store
                    splitter:str='stored', # as in `food_block`
                   )->pd.DataFrame:
@@ -129,6 +129,19 @@ def training_items(store:Store, # the dataset store
 def _plain_strings(items:pd.DataFrame)->pd.DataFrame:
     "`items` with Python-object string columns: fastai reads one row per item and field, 2x faster than from Arrow strings."
     return items.astype({c: object for c, t in items.dtypes.items() if isinstance(t, pd.StringDtype)})
+
+def items_dls(items:pd.DataFrame, # rows of `Store.items()` with their `split` (train/valid) set
+              vocab:list, # class names, in the order of the model's outputs
+              size:int=128, bs:int=64, num_workers:int|None=None, item_tfms:str='random_crop', aug:bool=True,
+              splitter:str='stored', valid_pct:float=0.2, seed:int=42, device=None, fast:bool=True, # as in `food_dls`
+              **kwargs, # passed on to `DataBlock.dataloaders`
+             ):
+    "fastai DataLoaders over any item rows: what `food_dls` builds for a store, and the fine-tune route for each fold."
+    block = food_block(list(vocab), size, item_tfms, aug, splitter, valid_pct, seed, fast=fast)
+    workers = default_workers() if num_workers is None else num_workers
+    on_gpu = torch.device(device).type == 'cuda' if device is not None else torch.cuda.is_available()
+    kwargs.setdefault('pin_memory', on_gpu and workers > 0)
+    return block.dataloaders(_plain_strings(items), bs=bs, num_workers=workers, device=device, **kwargs)
 
 def food_dls(store:Store, # the dataset store to learn from
              size:int=128, # image side in pixels
@@ -146,11 +159,7 @@ def food_dls(store:Store, # the dataset store to learn from
     "fastai DataLoaders for the store's current version; `dls.store_version` says which."
     version = store.version()
     items = training_items(store, splitter)
-    vocab = sorted(items.label.unique())
-    block = food_block(vocab, size, item_tfms, aug, splitter, valid_pct, seed, fast=fast)
-    workers = default_workers() if num_workers is None else num_workers
-    on_gpu = torch.device(device).type == 'cuda' if device is not None else torch.cuda.is_available()
-    kwargs.setdefault('pin_memory', on_gpu and workers > 0)
-    dls = block.dataloaders(_plain_strings(items), bs=bs, num_workers=workers, device=device, **kwargs)
+    dls = items_dls(items, sorted(items.label.unique()), size, bs, num_workers, item_tfms, aug, splitter, valid_pct, seed,
+                    device, fast, **kwargs)
     dls.store_version, dls.items = version, items
     return dls

@@ -18,7 +18,6 @@ __all__ = ['RANKINGS', 'ISSUE_COLUMNS', 'EVAL_COLUMNS', 'QUALITY_METHODS', 'C_GR
 # %% ../nbs/09_find.ipynb #c0004
 import hashlib
 import io
-import os
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from PIL import Image
 
 from .evaluate import evaluate_run, load_predictions, run_config
 from .imaging import to_rgb
-from .store import Store, StoreError, folder_records
+from .store import Store, StoreError, atomic_write_bytes, folder_records
 
 # %% ../nbs/09_find.ipynb #c0008
 RANKINGS = ('most_wrong', 'top_loss', 'label_quality', 'duplicates', 'low_quality')
@@ -262,13 +261,10 @@ def fold_learner(items:pd.DataFrame, # rows of `Store.items()` to learn from
                  cfg, # a `foodvision.train.TrainConfig`
                 ):
     "A `food_learner` on `items` whose validation tier is the held-out fold."
-    from foodvision.data import default_workers, food_block
+    from foodvision.data import items_dls
     from foodvision.train import food_learner, resolve_device
-    device = resolve_device(cfg.device)
     df = items.reset_index(drop=True).assign(split=np.where(held_out, 'valid', 'train'))
-    block = food_block(list(vocab), cfg.size, cfg.item_tfms, cfg.aug, 'stored', seed=cfg.seed)
-    workers = default_workers() if cfg.num_workers is None else cfg.num_workers
-    dls = block.dataloaders(df, bs=cfg.bs, num_workers=workers, device=device)
+    dls = items_dls(df, vocab, cfg.size, cfg.bs, cfg.num_workers, cfg.item_tfms, cfg.aug, seed=cfg.seed, device=resolve_device(cfg.device))
     return food_learner(dls, cfg.arch, pretrained=cfg.pretrained, weights=cfg.weights, precision=cfg.precision,
                         channels_last=cfg.channels_last)
 
@@ -519,9 +515,8 @@ def issues_table(rankings:list, # ranked frames from `most_wrong`, `top_losses`,
 
 # %% ../nbs/09_find.ipynb #c0056
 def _write_atomic(df:pd.DataFrame, path:Path):
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_parquet(tmp, index=False) if path.suffix == '.parquet' else df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    "Parquet or CSV by the suffix, through the store's crash-safe writer."
+    atomic_write_bytes(path, df.to_parquet(index=False) if path.suffix == '.parquet' else df.to_csv(index=False).encode())
 
 def oof_probs(method:str, # 'embedding' or 'finetune'
               items:pd.DataFrame, # the rows to score
