@@ -6,10 +6,11 @@ with the same batch size, image size, precision (bf16 autocast on a GPU that has
 (channels_last on GPU) and, with `--compile`, torch.compile. Data loading is excluded on both sides: this is the training
 step (forward, loss, backward, optimizer step). `benchmarks/loader.py` measures the loader, `benchmarks/headline_job.py` both.
 
-- plain: `model(x)`, cross-entropy, `backward()`, `torch.optim.AdamW` (torch's multi-tensor implementation) with the
+- plain: `model(x)`, cross-entropy, `backward()`, `torch.optim.AdamW(fused=True)` with the
   hyperparameters fastai's default Adam uses (betas 0.9/0.99, eps 1e-5, decoupled weight decay 0.01);
 - ours: `food_learner(...)` exactly as `train_run` makes it (its callbacks, mixed precision and channels_last callbacks,
-  fastai's default optimizer, unless `--opt torch` gives it the plain loop's), trained with `learn.fit`, progress bar off.
+  and its optimizer: `--opt auto`, the default, is torch's fused AdamW on a GPU and fastai's Adam on a CPU, as `train_run`;
+  `--opt fastai` or `--opt torch` forces one), trained with `learn.fit`, progress bar off.
 
 Model FLOPs per image are counted with `torch.utils.flop_counter.FlopCounterMode` on one forward + backward pass; model FLOP
 utilisation (MFU) = images/s x FLOPs/image / device peak (`--peak-tflops`; 790 is assumed for an H200's dense bf16).
@@ -53,7 +54,7 @@ def plain_loop(arch, xs, ys, n_classes, device, precision, channels_last, warmup
     if channels_last: model = model.to(memory_format=torch.channels_last)
     model.train()
     step_model = torch.compile(model) if compile else model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01, fused=True)
     dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(precision)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == 'fp16')
     def step(x, y):
@@ -70,10 +71,8 @@ def plain_loop(arch, xs, ys, n_classes, device, precision, channels_last, warmup
 
 def fastai_loop(arch, xs, ys, n_classes, device, precision, channels_last, warmup, compile, opt:str)->float:
     "Images/s of `food_learner` trained with `learn.fit` on the same batches."
-    from functools import partial
     from fastai.callback.core import Callback
     from fastai.data.core import DataLoaders, TfmdDL
-    from fastai.optimizer import OptimWrapper
     from foodvision.train import food_learner
 
     class Batches(torch.utils.data.Dataset):  # the pre-made device batches, one per step
@@ -91,9 +90,8 @@ def fastai_loop(arch, xs, ys, n_classes, device, precision, channels_last, warmu
     dls = DataLoaders(TfmdDL(Batches(len(xs)), bs=None, device=device, create_batch=lambda b: b),
                       TfmdDL(Batches(1), bs=None, device=device, create_batch=lambda b: b), device=device)
     dls.c = n_classes
-    kw = dict(opt_func=partial(OptimWrapper, opt=torch.optim.AdamW, betas=(0.9, 0.99), eps=1e-5)) if opt == 'torch' else {}
     learn = food_learner(dls, arch, pretrained=False, n_out=n_classes, precision=precision, channels_last=channels_last,
-                         compile=compile, loss_func=torch.nn.CrossEntropyLoss(), **kw)
+                         compile=compile, optimizer=opt, loss_func=torch.nn.CrossEntropyLoss())
     learn.dls.after_batch.fs.clear()  # the batches are already normalised tensors: time the step, not the transform
     timer = Timer()
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3, cbs=timer)
@@ -121,8 +119,8 @@ def main(argv=None):
     ap.add_argument('--classes', type=int, default=101, help='classes of the head (default 101, as Food-101)')
     ap.add_argument('--device', default=None, help="'cpu', 'cuda', 'cuda:1'... (default: the GPU when present)")
     ap.add_argument('--compile', action='store_true', help='torch.compile the model on both sides')
-    ap.add_argument('--opt', choices=('fastai', 'torch'), default='fastai',
-                    help="optimizer of our side: fastai's default Adam as train_run uses it, or the plain loop's torch AdamW")
+    ap.add_argument('--opt', choices=('auto', 'fastai', 'torch'), default='auto',
+                    help="optimizer of our side: auto as train_run (torch's fused AdamW on a GPU, fastai's Adam on a CPU), or force one")
     ap.add_argument('--repeats', type=int, default=2, help='alternate the sides this many times; best of each kept (default 2)')
     ap.add_argument('--peak-tflops', type=float, default=None, help='device peak for MFU (default: 790 on an H200/H100, 312 on an A100)')
     ap.add_argument('--threads', type=int, default=None, help='CPU threads for torch (default: its own)')

@@ -6,8 +6,10 @@ number of loader processes; decoding, resizing and normalisation are included.
 
 - ours, evaluation: `foodvision.evaluate.predict_paths(bundle, paths, bs, num_workers)`, what `evaluate_run` calls: the
   bundle's own preprocessing per image, then class probabilities on the CPU;
-- ours, embeddings: `foodvision.find.embed_paths(paths, bundle_embedder(bundle), bs)`, what label-issue finding calls: the
-  body and pooling of the same model, features to numpy (it loads in the calling process, so `--workers` does not apply);
+- ours, embeddings: `foodvision.find.embed_paths(paths, bundle_embedder(bundle), bs, num_workers)`, what label-issue finding
+  calls: the body and pooling of the same model, features to numpy;
+- on a GPU both of ours run in bf16 autocast with channels_last (`load_bundle(device='cuda')`), so the like-for-like plain
+  loop there is `--plain-amp`;
 - plain: a `torch.utils.data.DataLoader` over the files (Pillow decode, the same validation resize, uint8 tensors), the
   batch normalised on the device, `model(x)` under `torch.inference_mode()`, softmax (or the pooled features) to the CPU.
   With `--plain-amp` (GPU) the plain loop also uses bf16 autocast and channels_last, as a hand-written GPU loop would.
@@ -71,7 +73,7 @@ def main(argv=None):
     ap.add_argument('--n', type=int, default=256, help='photos to run through (default 256)')
     ap.add_argument('--photo', default='512x384', help='photo width x height (default 512x384)')
     ap.add_argument('--bs', type=int, default=64, help='batch size (default 64, as evaluate_run and embed_paths use)')
-    ap.add_argument('--workers', type=int, default=0, help='loader processes for evaluation and the plain loop (default 0, as evaluate_run)')
+    ap.add_argument('--workers', type=int, default=0, help='loader processes for all sides (default 0, as evaluate_run and embed_paths on a CPU)')
     ap.add_argument('--device', default=None, help='default: the GPU when present')
     ap.add_argument('--plain-amp', action='store_true', help='plain loop in bf16 autocast + channels_last (GPU)')
     ap.add_argument('--threads', type=int, default=None, help='CPU threads for torch (default: its own)')
@@ -104,7 +106,7 @@ def main(argv=None):
         sides = {
             'ours: evaluation (`predict_paths`)': lambda: len(paths) / _timed(lambda: predict_paths(bundle, paths, bs=args.bs, num_workers=args.workers), device),
             'plain: probabilities': lambda: plain_loop(plain_model, paths, cfg, device, args.bs, args.workers, args.plain_amp, False),
-            'ours: embeddings (`embed_paths`)': lambda: len(paths) / _timed(lambda: embed_paths(paths, embedder, bs=args.bs), device),
+            'ours: embeddings (`embed_paths`)': lambda: len(paths) / _timed(lambda: embed_paths(paths, embedder, bs=args.bs, num_workers=args.workers), device),
             'plain: pooled features': lambda: plain_loop(plain_body, paths, cfg, device, args.bs, args.workers, args.plain_amp, True),
         }
         for fn in sides.values(): fn() if device.type == 'cuda' else None  # GPU warm-up (cuDNN autotuning, allocator)
@@ -121,7 +123,8 @@ def main(argv=None):
     cmd = 'python benchmarks/infer_throughput.py' + ''.join(' ' + a for a in (argv if argv is not None else sys.argv[1:]))
     print(f"`{cmd}`  \n{name}, torch {torch.__version__}, Python {platform.python_version()}, load average "
           f"{os.getloadavg()[0]:.1f}; {len(paths)} photos {w}x{h} JPEG; {args.arch} at {args.size} px, batch {args.bs}, "
-          f"{args.workers} loader processes; plain loop {'bf16 + channels_last' if args.plain_amp else 'fp32'}, ours fp32; "
+          f"{args.workers} loader processes; plain loop {'bf16 + channels_last' if args.plain_amp else 'fp32'}, "
+          f"ours {'bf16 + channels_last' if device.type == 'cuda' else 'fp32'}; "
           f"passes (img/s): {({k.split(' (')[0]: [round(v, 1) for v in vs] for k, vs in rates.items()})}; "
           f"checked: probabilities {tuple(p_ours.shape)}, features {f_ours.shape}\n")
     print('| task | device | ours img/s | plain img/s | ours / plain |')

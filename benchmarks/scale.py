@@ -100,6 +100,9 @@ def store_steps(store, root:Path, n:int):
         v3 = store.version(); t['note'] = 'same as v1' if v3 == v1 else 'DIFFERENT from v1'
     with timed('items() — all rows as a DataFrame'): store.items()
     with timed('events(limit=5)'): store.events(limit=5)
+    newest = store.events(limit=1)['at'].iloc[0]
+    with timed('events since a time: whole log, then filtered (how status read its lineage before)'): store.events().query('at > @newest')
+    with timed('events since a time: `events(after=...)`, filtered in SQL (status now)'): store.events(after=newest)
     return v1
 
 

@@ -7,16 +7,18 @@ Docs: https://foodvision.github.io/foodvision/bundle.html.md"""
 # %% auto #0
 __all__ = ['BUNDLE_FORMAT', 'BUNDLE_VERSION', 'CONFIG', 'WEIGHTS', 'RESIZE_METHODS', 'VAL_XTRA', 'HEAD_DEFAULTS', 'BundleError',
            'TimmBody', 'AdaptiveConcatPool2d', 'Flatten', 'build_head', 'build_model', 'resize_like_fastai',
-           'images_to_tensor', 'dls_preprocessing', 'make_config', 'save_bundle', 'read_config', 'Bundle',
-           'load_bundle']
+           'images_to_tensor', 'dls_preprocessing', 'make_config', 'save_bundle', 'read_config', 'inference_autocast',
+           'model_input', 'Bundle', 'load_bundle']
 
 # %% ../nbs/06_bundle.ipynb #c0004
+import contextlib
 import hashlib
 import json
 import math
 import os
 import shutil
 import uuid
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -305,6 +307,18 @@ def read_config(path # a bundle folder
     except ValueError as e: raise BundleError(f"{file}: {e}") from None
 
 # %% ../nbs/06_bundle.ipynb #c0053
+def inference_autocast(device # where the model runs
+                      )->contextlib.AbstractContextManager:
+    "bf16 autocast on a GPU, as a hand-written GPU inference loop runs; nothing on the CPU, which stays exact float32."
+    return torch.autocast('cuda', dtype=torch.bfloat16) if torch.device(device).type == 'cuda' else contextlib.nullcontext()
+
+def model_input(x:torch.Tensor, # a float batch (N, 3, H, W)
+                device, # where the model runs
+               )->torch.Tensor:
+    "`x` on `device`, channels_last on a GPU (the layout its convolutions are fastest in)."
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == 'cuda' else x
+
 class Bundle:
     "A loaded model bundle: the eval-mode model, its config, and the preprocessing it was validated with."
     def __init__(self, model:nn.Module, # the model, weights loaded, in eval mode
@@ -317,16 +331,22 @@ class Bundle:
     @property
     def device(self)->torch.device: return next(self.model.parameters()).device
 
+    @property
+    def preprocessor(self)->partial:
+        "`preprocess` without the bundle: picklable and light, for loader processes."
+        c = self.config
+        return partial(images_to_tensor, size=c['size'], method=c['resize'], mean=c['mean'], std=c['std'])
+
     def preprocess(self, images # PIL images (or one image), already decoded
                   )->torch.Tensor:
         "A normalised float batch (N, 3, size, size) on the CPU, as fastai's validation transform makes it."
-        c = self.config
-        return images_to_tensor(images, c['size'], c['resize'], c['mean'], c['std'])
+        return self.preprocessor(images)
 
     def predict_proba(self, x:torch.Tensor # a batch from `preprocess`
                      )->torch.Tensor:
         "Class probabilities (N, num_classes) on the CPU; no gradients."
-        with torch.inference_mode(): return self.model(x.to(self.device)).float().softmax(dim=1).cpu()
+        with torch.inference_mode(), inference_autocast(self.device):
+            return self.model(model_input(x, self.device)).float().softmax(dim=1).cpu()
 
     def predict(self, images, # PIL images (or one image), already decoded
                 top_k:int=5, # how many ranked classes to list per image
@@ -369,4 +389,6 @@ def load_bundle(path, # a bundle folder written by `save_bundle`
     except (ValueError, TypeError, RuntimeError) as e: raise BundleError(f"{path/CONFIG}: {e}") from None
     _check_tensors(state, model, path/WEIGHTS)
     model.load_state_dict(state, strict=True)
-    return Bundle(model.to(device).eval(), config, path)
+    model = model.to(device).eval()
+    if torch.device(device).type == 'cuda': model = model.to(memory_format=torch.channels_last)
+    return Bundle(model, config, path)

@@ -65,8 +65,8 @@ def format_lineage(store:Store, runs:list, runs_dir:str|Path)->str:
         m = metrics.loc[r['run_id']] if r['run_id'] in metrics.index else None
         acc = '' if m is None or pd_isna(m.test_accuracy) else f"test acc {m.test_accuracy:.3f}, valid acc {m.valid_accuracy:.3f}"
         lines.append(f"  {r['run_id']}  {r['arch']:<14} version {r['dataset_version']}  {acc}")
-    since = store.events().query('at > @runs[-1]["started_at"]') if runs else None
-    changes = since[since.action != 'add'] if since is not None else []
+    since = store.events(after=runs[-1]['started_at'])
+    changes = since[since.action != 'add']
     lines.append(f"label events since the last run started: {len(changes)} (+{len(since) - len(changes)} added items)")
     lines += ['  ' + format_event(e) for e in list(changes.itertuples())[-10:]]
     return '\n'.join(lines)
@@ -109,7 +109,7 @@ def cmd_train(args)->int:
     cfg = TrainConfig(arch=args.arch, epochs=args.epochs, freeze_epochs=args.freeze_epochs, size=args.size, bs=args.bs, lr=args.lr,
                       pretrained=not args.no_pretrained, weights=args.weights, seed=args.seed, patience=args.patience,
                       num_workers=args.num_workers, precision=args.precision, compile=args.compile, device=args.device,
-                      lr_find=args.lr_find)
+                      lr_find=args.lr_find, optimizer=args.optimizer)
     run = train_run(store, cfg, runs_dir=args.runs, resume=args.resume, run_id=args.run_id, wandb=args.wandb,
                     wandb_project=args.wandb_project)
     m = json.loads((run.path/'eval'/'metrics.json').read_text()) if (run.path/'eval'/'metrics.json').exists() else {}
@@ -302,6 +302,7 @@ def build_parser()->argparse.ArgumentParser:
          arg('--seed', type=int, default=42), arg('--patience', type=int, help='early stopping patience (epochs)'),
          arg('--num-workers', type=int, help='data loader processes'),
          arg('--precision', default='auto', choices=['auto', 'bf16', 'fp16', 'fp32']),
+         arg('--optimizer', default='auto', choices=['auto', 'fastai', 'torch'], help="fastai's Adam, torch's fused AdamW, or auto (torch on a GPU)"),
          arg('--compile', action='store_true', help='torch.compile the model'), arg('--device', help="e.g. cpu, cuda, cuda:1"),
          arg('--resume', metavar='RUN', help='continue an interrupted run folder'),
          arg('--run-id', help='fix the run id (required under accelerate launch)'),

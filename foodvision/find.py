@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .evaluate import evaluate_run, load_predictions, run_config
+from .evaluate import ImageFiles, evaluate_run, inference_device, inference_workers, load_predictions, run_config
 from .imaging import to_rgb
 from .store import Store, StoreError, atomic_write_bytes, folder_records
 
@@ -162,7 +163,7 @@ def label_scores(probs, # (n, n_classes) out-of-sample probabilities, columns in
 class Embedder:
     "A feature extractor: `preprocess` turns PIL images into a batch, `model` turns the batch into (N, d) features."
     model:torch.nn.Module  # in eval mode
-    preprocess:object  # callable: list of PIL images -> (N, 3, H, W) tensor
+    preprocess:object  # picklable callable (loader processes get it): list of PIL images -> (N, 3, H, W) tensor
     name:str = ''  # where the features come from, for messages
 
 def _body_and_pool(model:torch.nn.Module, # fastai's layout: Sequential(body, head)
@@ -174,7 +175,7 @@ def _body_and_pool(model:torch.nn.Module, # fastai's layout: Sequential(body, he
 def bundle_embedder(bundle, # a loaded `foodvision.bundle.Bundle`
                    )->Embedder:
     "Features of a run's model: its body followed by its head's pooling (the input of the head's first linear layer)."
-    return Embedder(_body_and_pool(bundle.model, bundle.config['head'].get('pool', True)), bundle.preprocess,
+    return Embedder(_body_and_pool(bundle.model, bundle.config['head'].get('pool', True)), bundle.preprocessor,
                     f"bundle {bundle.config['arch']}")
 
 def learner_embedder(learn, # a fastai `Learner` from `food_learner`
@@ -183,7 +184,7 @@ def learner_embedder(learn, # a fastai `Learner` from `food_learner`
     from foodvision.bundle import dls_preprocessing, images_to_tensor
     pre = dls_preprocessing(learn.dls)
     return Embedder(_body_and_pool(learn.model, learn.model[0].needs_pool),
-                    lambda images: images_to_tensor(images, pre['size'], pre['resize'], pre['mean'], pre['std']), f"learner {learn.arch_name}")
+                    partial(images_to_tensor, size=pre['size'], method=pre['resize'], mean=pre['mean'], std=pre['std']), f"learner {learn.arch_name}")
 
 def timm_embedder(arch:str='resnet18', # timm architecture
                   pretrained:bool=True, # load pretrained weights (hub, cache or `weights`)
@@ -198,38 +199,51 @@ def timm_embedder(arch:str='resnet18', # timm architecture
     kw = dict(pretrained_cfg_overlay=dict(file=str(weights))) if weights is not None else {}
     model = timm.create_model(arch, pretrained=pretrained, num_classes=0, **kw).eval()
     mean, std = norm_stats(arch)
-    return Embedder(model, lambda images: images_to_tensor(images, size, 'squish', mean, std), f"timm {arch}")
+    return Embedder(model, partial(images_to_tensor, size=size, method='squish', mean=mean, std=std), f"timm {arch}")
 
 def embed_paths(paths, # image files (trusted: already in a store)
                 embedder:Embedder, # from `bundle_embedder` or `timm_embedder`
                 bs:int=64, # images per forward pass
+                num_workers:int|None=None, # loader processes (None: see `inference_workers`: none on a CPU)
                )->np.ndarray:
-    "An (n, d) float32 array of features, batched, without gradients; memory beyond the result is one batch."
-    paths, out = list(paths), None
+    "An (n, d) float32 array of features, batched, without gradients (bf16 on a GPU); memory beyond the result is a few batches."
+    from foodvision.bundle import inference_autocast, model_input
     device = next(embedder.model.parameters()).device
-    for i in range(0, len(paths), bs):
-        images = []
-        for p in paths[i:i + bs]:
-            with Image.open(p) as im: images.append(to_rgb(im).copy())  # decoded before the file closes
-        with torch.inference_mode(): batch = embedder.model(embedder.preprocess(images).to(device)).float().flatten(1).cpu().numpy()
-        if out is None: out = np.empty((len(paths), batch.shape[1]), dtype=np.float32)  # filled in place: no list of batches to concatenate
-        out[i:i + len(batch)] = batch
+    dl = torch.utils.data.DataLoader(ImageFiles(paths, embedder.preprocess), batch_size=bs,
+                                     num_workers=inference_workers(device, num_workers), pin_memory=device.type == 'cuda')
+    out, i = None, 0
+    with torch.inference_mode(), inference_autocast(device):
+        for xb in dl:
+            batch = embedder.model(model_input(xb, device)).float().flatten(1).cpu().numpy()
+            if out is None: out = np.empty((len(dl.dataset), batch.shape[1]), dtype=np.float32)  # filled in place: no list of batches to concatenate
+            out[i:i + len(batch)] = batch; i += len(batch)
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 # %% ../nbs/09_find.ipynb #c0029
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
 
-def _kfold_logistic(features:np.ndarray, y:np.ndarray, fold:np.ndarray, n_classes:int, C:float)->np.ndarray:
+def _mean_and_scale(x:np.ndarray, block:int=4096)->tuple:
+    "`StandardScaler`'s mean and scale of `x`, accumulated in float64 a block of rows at a time (no float64 copy of `x`)."
+    mean = sum(x[i:i + block].sum(0, dtype=np.float64) for i in range(0, len(x), block)) / len(x)
+    var = sum(((x[i:i + block] - mean) ** 2).sum(0) for i in range(0, len(x), block)) / len(x)
+    scale = np.sqrt(var)
+    return mean, np.where(scale == 0, 1.0, scale)
+
+def _kfold_logistic(features:np.ndarray, y:np.ndarray, fold:np.ndarray, n_classes:int, Cs)->list:
+    "Held-out probabilities for each C of `Cs`; per fold, its training rows are copied and standardised once, in place."
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
-    probs = np.zeros((len(y), n_classes))
+    probs = [np.zeros((len(y), n_classes)) for _ in Cs]
     with threadpool_limits(1):  # small problems: BLAS threads only fight each other (10x slower on a shared 2-core machine)
         for k in np.unique(fold):
             train, held = fold != k, fold == k
-            clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000)).fit(features[train], y[train])
-            probs[np.ix_(held, clf[-1].classes_)] = clf.predict_proba(features[held])
+            x = np.asarray(features[train], dtype=np.result_type(features.dtype, np.float32))  # the fold's one copy: the feature matrix sets the peak
+            mean, scale = _mean_and_scale(x)
+            x -= mean; x /= scale
+            x_held = ((features[held] - mean) / scale).astype(x.dtype)
+            for p, C in zip(probs, Cs):
+                clf = LogisticRegression(C=C, max_iter=1000).fit(x, y[train])
+                p[np.ix_(held, clf.classes_)] = clf.predict_proba(x_held)
     return probs
 
 def embedding_oof_probs(features:np.ndarray, # (n, d) features
@@ -243,8 +257,7 @@ def embedding_oof_probs(features:np.ndarray, # (n, d) features
     vocab = list(vocab)
     y, fold = np.array([vocab.index(l) for l in labels]), stratified_folds(labels, folds, seed)
     def log_loss(p): return -np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean()
-    runs = [_kfold_logistic(features, y, fold, len(vocab), c) for c in ([C] if C else C_GRID)]
-    return min(runs, key=log_loss)
+    return min(_kfold_logistic(features, y, fold, len(vocab), [C] if C else C_GRID), key=log_loss)
 
 # %% ../nbs/09_find.ipynb #c0032
 def fit_config(learn, # a fastai `Learner`, e.g. from `food_learner`
@@ -266,7 +279,7 @@ def fold_learner(items:pd.DataFrame, # rows of `Store.items()` to learn from
     df = items.reset_index(drop=True).assign(split=np.where(held_out, 'valid', 'train'))
     dls = items_dls(df, vocab, cfg.size, cfg.bs, cfg.num_workers, cfg.item_tfms, cfg.aug, seed=cfg.seed, device=resolve_device(cfg.device))
     return food_learner(dls, cfg.arch, pretrained=cfg.pretrained, weights=cfg.weights, precision=cfg.precision,
-                        channels_last=cfg.channels_last)
+                        channels_last=cfg.channels_last, optimizer=cfg.optimizer)
 
 def _say(progress:bool, msg:str):
     if progress: print(msg, file=sys.stderr, flush=True)
@@ -549,7 +562,7 @@ def find_issues(run_dir, # a run folder from `train_run`
     run_dir = Path(run_dir)
     store = store or Store(run_config(run_dir)['store'])
     table, items = run_table(run_dir, store), store.items()
-    features = embed_paths(items.path, bundle_embedder(load_bundle(run_dir/'bundle')), bs)
+    features = embed_paths(items.path, bundle_embedder(load_bundle(run_dir/'bundle', device=inference_device())), bs)
     index = EmbeddingIndex(items.id, features)
     scored = items.split.isin(list(splits)).to_numpy()
     vocab = sorted(items.label[scored].unique())
@@ -635,8 +648,7 @@ def find_issues_in_folder(folder, # an ImageFolder: DIR/<label>/*
         for where, why in report.rejected: print(f"skipped {where}: {why}", file=sys.stderr)
         items = store.items()
         row_of = dict(zip(items.id, range(len(items))))
-        kept = [(r, hashlib.sha256(Path(r['path']).read_bytes()).hexdigest()[:16]) for r in records]
-        kept = [(r, iid) for r, iid in kept if iid in row_of]
+        kept = [(r, iid) for r, iid in zip(records, report.ids) if iid in row_of]
         vocab = sorted({r['label'] for r, _ in kept})
         cfg = TrainConfig(arch=arch, size=size, epochs=epochs, pretrained=pretrained, weights=str(weights) if weights else None,
                           bs=bs, seed=seed, num_workers=0, device=device, **({'lr': lr} if lr else {}))

@@ -102,6 +102,7 @@ class AddReport:
     duplicates:list = field(default_factory=list)  # item ids already present with the same label
     conflicts:list = field(default_factory=list)   # (item id, label in store, label offered): reported, never merged
     rejected:list = field(default_factory=list)    # (where, one-line reason)
+    ids:list = field(default_factory=list)         # the item id of every record, in record order (None where rejected)
     def __repr__(self):
         return (f"AddReport(added={len(self.added)}, duplicates={len(self.duplicates)}, "
                 f"conflicts={len(self.conflicts)}, rejected={len(self.rejected)})")
@@ -196,7 +197,9 @@ def add_images(self:Store, records, # iterable of dicts: data or path, label, sp
             data, where = _record_bytes(rec)
             row = _store_file(self.images, data)
         except (StoreError, ImageRejected, OSError) as e:
-            report.rejected.append((str(rec.get('path') or rec.get('source_url') or 'record'), str(e))); continue
+            report.rejected.append((str(rec.get('path') or rec.get('source_url') or 'record'), str(e)))
+            report.ids.append(None); continue
+        report.ids.append(row['id'])
         iid, have = row['id'], known.get(row['id'], rows[row['id']]['label'] if row['id'] in rows else None)
         if have is None:
             rows[iid] = dict(row, label=label, split=split, source=rec.get('source'), source_url=rec.get('source_url'),
@@ -331,10 +334,12 @@ EVENT_COLUMNS = ['id', 'batch', 'item_id', 'action', 'old', 'new', 'reason', 'ac
 def events(self:Store, since:int=0, # only events with id greater than this
             batch:str|None=None, # only this batch
             limit:int|None=None, # only the most recent `limit`
+            after:str|None=None, # only events recorded after this ISO time (e.g. a run's `started_at`)
            )->pd.DataFrame:
     "The audit log, oldest first."
     sql, args = f"SELECT {', '.join(EVENT_COLUMNS)} FROM label_events WHERE id > ?", [since]
     if batch: sql += ' AND batch = ?'; args.append(batch)
+    if after: sql += ' AND at > ?'; args.append(after)
     if limit: sql = f"SELECT * FROM ({sql} ORDER BY id DESC LIMIT {int(limit)})"
     with self._read() as db: rows = db.execute(sql + ' ORDER BY id', args).fetchall()
     return pd.DataFrame(rows, columns=EVENT_COLUMNS)
