@@ -12,7 +12,6 @@ __all__ = ['TABLE_COLUMNS', 'ImageFiles', 'inference_device', 'inference_workers
 # %% ../nbs/07_evaluate.ipynb #c0004
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +42,8 @@ def inference_workers(device, # where the model runs
     "`num_workers`, or the default: none on a CPU (they would take its cores from the model), one per available core up to 8 for a GPU."
     if num_workers is not None: return num_workers
     if inference_device(device).type != 'cuda': return 0
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1))
+    from foodvision.data import available_cpus  # a GPU machine trains too: fastai is loaded there anyway
+    return max(1, min(8, available_cpus()))
 
 def predict_paths(bundle, # a loaded `foodvision.bundle.Bundle`
                   paths, # image files (trusted: already in the store)
