@@ -6,13 +6,15 @@ Docs: https://foodvision.github.io/foodvision/app.html.md"""
 
 # %% auto #0
 __all__ = ['FEEDBACK_ENV', 'FEEDBACK_LOG', 'FEEDBACK_IMAGES', 'NOT_FOOD', 'NOT_FOOD_TEXT', 'NOT_SURE_TEXT', 'MAX_UPLOAD_BYTES',
-           'FEEDBACK_SOURCE', 'SPACE_APP', 'SPACE_REQUIREMENTS', 'TORCH_CPU_INDEX', 'default_feedback_dir', 'verdict',
-           'label_data', 'read_upload', 'FeedbackError', 'FoodDemo', 'save_feedback', 'read_feedback', 'IngestReport',
-           'ingest_feedback', 'make_app', 'launch_app', 'app_command', 'ingest_feedback_command', 'SpaceError',
-           'space_modules', 'space_requirements', 'space_readme', 'write_space']
+           'FEEDBACK_SOURCE', 'NOT_UPLOADED', 'DELETE_CACHE', 'SPACE_APP', 'SPACE_REQUIREMENTS', 'TORCH_CPU_INDEX',
+           'default_feedback_dir', 'verdict', 'label_data', 'read_upload', 'FeedbackError', 'FoodDemo', 'save_feedback',
+           'read_feedback', 'IngestReport', 'ingest_feedback', 'uploaded_file', 'make_app', 'launch_app', 'app_command',
+           'ingest_feedback_command', 'SpaceError', 'space_modules', 'space_requirements', 'space_readme',
+           'write_space']
 
 # %% ../nbs/12_app.ipynb #c0004
 import ast
+import functools
 import hashlib
 import html
 import json
@@ -295,6 +297,29 @@ def ingest_feedback(feedback_dir, # a folder written by the app (`save_feedback`
         report.rejected += [(where, why) for where, why in rep.rejected]
     return report
 
+# %% ../nbs/12_app.ipynb #n1927393
+NOT_UPLOADED = "that image was not uploaded to this app; upload it again"
+
+def uploaded_file(payload, # what an endpoint received as the image: Gradio's file payload {'path': ...}, a path, or None
+                  upload_dir, # Gradio's upload cache (`app.GRADIO_CACHE`), where every file it received lies
+                 )->Path|None:
+    "The upload's file if it lies inside `upload_dir` once symlinks and '..' are resolved, else `ImageRejected`; None stays None."
+    if payload is None: return None
+    path = payload.get('path') if isinstance(payload, dict) else payload
+    if not isinstance(path, str) or not os.path.isabs(path): raise ImageRejected(NOT_UPLOADED)
+    try: real, root = Path(path).resolve(), Path(upload_dir).resolve()
+    except (OSError, ValueError, RuntimeError): raise ImageRejected(NOT_UPLOADED) from None
+    if real == root or not real.is_relative_to(root): raise ImageRejected(NOT_UPLOADED)
+    return real
+
+def _uploads_only(handler, upload_dir):
+    "`handler` as an endpoint: its first argument, the image, must be a file Gradio received (`uploaded_file`)."
+    @functools.wraps(handler)
+    def endpoint(image, *args):
+        with _user_errors(): image = uploaded_file(image, upload_dir)
+        return handler(image, *args)
+    return endpoint
+
 # %% ../nbs/12_app.ipynb #c0044
 def _gradio():
     "Gradio, imported on first use, with its telemetry and version check off unless the user asked for them."
@@ -310,18 +335,21 @@ def _intro(demo:FoodDemo)->str:
 
 def _cleared()->tuple: return {}, ''
 
+DELETE_CACHE = (1800, 3600)  # gr.Blocks(delete_cache=): every 30 minutes, delete the uploads older than an hour
+
 def make_app(bundle_dir, # a model bundle folder (or a `FoodDemo` already loaded)
              feedback_dir=None, # where feedback goes (default `default_feedback_dir()`)
              examples=None, # image paths offered as examples
              top_k:int=5, # classes shown per prediction
              threshold:float|None=None, # "not sure" below this (default: the bundle's threshold)
             ):
-    "The demo as a `gr.Blocks` app, built but not launched; its endpoints are `/predict` and `/feedback`."
+    "The demo as a `gr.Blocks` app, built but not launched; its endpoints `/predict` and `/feedback` read uploaded files only."
     gr = _gradio()
     demo = bundle_dir if isinstance(bundle_dir, FoodDemo) else FoodDemo(bundle_dir, feedback_dir, top_k, threshold)
     choices = [(NOT_FOOD_TEXT if c == NOT_FOOD else c.replace('_', ' '), c) for c in demo.labels]
-    raw = dict(preprocess=False, postprocess=False)  # the handler gets the upload's path, and returns the label dict as is
-    with gr.Blocks(title='foodvision', analytics_enabled=False) as app:
+    raw = dict(preprocess=False, postprocess=False)  # the handler gets Gradio's file payload, and returns the label dict as is
+    with gr.Blocks(title='foodvision', analytics_enabled=False, delete_cache=DELETE_CACHE) as app:
+        predict, feedback = (_uploads_only(fn, app.GRADIO_CACHE) for fn in (demo.predict, demo.feedback))
         gr.Markdown(_intro(demo))
         with gr.Row():
             with gr.Column():
@@ -334,11 +362,11 @@ def make_app(bundle_dir, # a model bundle folder (or a `FoodDemo` already loaded
                     right = gr.Dropdown(choices, value=None, label='The right label')
                     send = gr.Button('Send feedback')
                     thanks = gr.Markdown('Sending feedback stores your photo and the label you chose, to improve the model.')
-        gr.on([image.upload, go.click], demo.predict, inputs=image, outputs=[label, summary], api_name='predict', **raw)
+        gr.on([image.upload, go.click], predict, inputs=image, outputs=[label, summary], api_name='predict', **raw)
         image.clear(_cleared, outputs=[label, summary], api_visibility='private', **raw)
         if shown:  # what `run_on_click=True` does, with our handler's flags (Examples would pre- and postprocess)
-            shown.load_input_event.then(demo.predict, inputs=image, outputs=[label, summary], api_visibility='private', **raw)
-        send.click(demo.feedback, inputs=[image, right], outputs=thanks, api_name='feedback', **raw)
+            shown.load_input_event.then(predict, inputs=image, outputs=[label, summary], api_visibility='private', **raw)
+        send.click(feedback, inputs=[image, right], outputs=thanks, api_name='feedback', **raw)
     app.foodvision = demo  # the logic behind the UI, for tests and notebooks
     return app
 
@@ -487,19 +515,37 @@ def _bundle_and_run(path:Path)->tuple:
     return bundle, cfg if isinstance(cfg, dict) and 'store' in cfg else None
 
 def _example_items(run_cfg:dict|None, n:int)->list:
-    "Up to `n` (label, path) from the run's store test split, one class after another."
+    "Up to `n` (label, path) from the run's store test split, one class after another; each path from `Store.image_path`."
     if not run_cfg or n <= 0: return []
     from foodvision.store import Store
-    try: items = Store(run_cfg['store']).items(split='test').sort_values(['label', 'id'])
-    except (StoreError, OSError): return []
-    queues = [list(zip(g.label, g.path)) for _, g in items.groupby('label')]
-    picked = []
-    while len(picked) < n and any(queues):
-        for queue in queues:
-            if queue and len(picked) < n: picked.append(queue.pop(0))
-    return picked
+    try: store = Store(run_cfg['store'])
+    except (StoreError, OSError): return []  # the store moved or is gone: a Space without examples
+    try:
+        items = store.items(split='test').sort_values(['label', 'id'])
+        queues = [list(zip(g.label, g.id)) for _, g in items.groupby('label')]
+        picked = []
+        while len(picked) < n and any(queues):
+            for queue in queues:
+                if queue and len(picked) < n: picked.append(queue.pop(0))
+        return [(label, store.image_path(iid)) for label, iid in picked]  # checked to lie in the store's images folder
+    except StoreError as e: raise SpaceError(f"{store.path}: {e}") from None
 
 # %% ../nbs/12_app.ipynb #c0058
+def _copy_bundle(bundle:Path, dest:Path):
+    "Copy to `dest` only what the app loads from `bundle` — config.json, the weights it hashes, a model.onnx it verifies."
+    from foodvision.bundle import CONFIG, WEIGHTS, BundleError, _sha256, read_config
+    from foodvision.infer import ONNX_FILE, _verified_onnx
+    dest.mkdir()
+    shutil.copyfile(bundle/CONFIG, dest/CONFIG)
+    config = read_config(dest)
+    if not (bundle/WEIGHTS).is_file(): raise SpaceError(f"{bundle/WEIGHTS}: missing")
+    shutil.copyfile(bundle/WEIGHTS, dest/WEIGHTS)
+    if _sha256(dest/WEIGHTS) != config['sha256']: raise SpaceError(f"{bundle/WEIGHTS}: does not match {CONFIG}; not the bundle's weights")
+    if (bundle/ONNX_FILE).is_file():
+        shutil.copyfile(bundle/ONNX_FILE, dest/ONNX_FILE)
+        try: _verified_onnx(dest, config)
+        except BundleError: (dest/ONNX_FILE).unlink()  # stale or foreign: exported afresh below, or the Space runs PyTorch
+
 def _fill_space(dest:Path, bundle:Path, run_cfg:dict|None, n_examples:int, onnx:bool):
     "Write the Space's files into the empty folder `dest`."
     from foodvision.bundle import read_config
@@ -507,7 +553,7 @@ def _fill_space(dest:Path, bundle:Path, run_cfg:dict|None, n_examples:int, onnx:
     (dest/'foodvision').mkdir(parents=True)
     shutil.copy2(pkg/'__init__.py', dest/'foodvision'/'__init__.py')
     for name in space_modules(): shutil.copy2(pkg/f'{name}.py', dest/'foodvision'/f'{name}.py')
-    shutil.copytree(bundle, dest/'bundle', ignore=shutil.ignore_patterns('.*'))
+    _copy_bundle(bundle, dest/'bundle')  # an allow-list: nothing else planted in the bundle folder is published
     (dest/'examples').mkdir()
     for i, (label, path) in enumerate(_example_items(run_cfg, n_examples)):
         shutil.copy2(path, dest/'examples'/f"{i:02d}-{label}{Path(path).suffix}")

@@ -6,9 +6,9 @@ Docs: https://foodvision.github.io/foodvision/bundle.html.md"""
 
 # %% auto #0
 __all__ = ['BUNDLE_FORMAT', 'BUNDLE_VERSION', 'CONFIG', 'WEIGHTS', 'RESIZE_METHODS', 'VAL_XTRA', 'HEAD_DEFAULTS', 'BundleError',
-           'TimmBody', 'AdaptiveConcatPool2d', 'Flatten', 'build_head', 'build_model', 'resize_like_fastai',
-           'images_to_tensor', 'dls_preprocessing', 'make_config', 'save_bundle', 'read_config', 'inference_autocast',
-           'model_input', 'Bundle', 'load_bundle']
+           'TimmBody', 'AdaptiveConcatPool2d', 'Flatten', 'build_head', 'build_model', 'model_skeleton',
+           'resize_like_fastai', 'images_to_tensor', 'dls_preprocessing', 'make_config', 'save_bundle', 'read_config',
+           'inference_autocast', 'model_input', 'Bundle', 'load_bundle']
 
 # %% ../nbs/06_bundle.ipynb #c0004
 import contextlib
@@ -25,7 +25,7 @@ import numpy as np
 import timm
 import torch
 from PIL import Image
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -109,6 +109,10 @@ def build_model(arch:str, # a timm architecture name, e.g. 'resnet18'
     if head['pool'] != body.needs_pool:
         raise ValueError(f"head pool={head['pool']} but timm's {arch} {'needs' if body.needs_pool else 'does not need'} pooling")
     return nn.Sequential(body, build_head(body.model.num_features, n_out, **head))
+
+def model_skeleton(arch:str, n_out:int, head:dict|None=None)->nn.Sequential:
+    "`build_model` on PyTorch's meta device: every tensor's name and shape, no memory allocated, no weight initialised."
+    with torch.device('meta'): return build_model(arch, n_out, head)
 
 # %% ../nbs/06_bundle.ipynb #c0024
 def _centred_box(w:int, h:int, side:int)->tuple:
@@ -205,17 +209,20 @@ def make_config(*, arch:str, vocab, size:int, mean, std, resize:str, pool:bool, 
     return _check_values(config)
 
 # %% ../nbs/06_bundle.ipynb #c0039
-def _check_tensors(state:dict, model:nn.Module, where, source:str=f"the model in {CONFIG}")->None:
-    "Raise `BundleError` naming `where` unless `state` has exactly `model`'s tensor names and shapes (`model` is made from `source`)."
-    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing, extra = sorted(want.keys() - state.keys()), sorted(state.keys() - want.keys())
+def _shapes(tensors:dict)->dict:
+    "{name: shape tuple} of a state dict."
+    return {k: tuple(v.shape) for k, v in tensors.items()}
+
+def _check_tensors(shapes:dict, model:nn.Module, where, source:str=f"the model in {CONFIG}")->None:
+    "Raise `BundleError` naming `where` unless `shapes` ({name: shape}) are exactly `model`'s tensors (`model` is made from `source`)."
+    want = _shapes(model.state_dict())
+    missing, extra = sorted(want.keys() - shapes.keys()), sorted(shapes.keys() - want.keys())
     if missing or extra:
         parts = [f"{len(missing)} tensors missing (first {missing[0]!r})"] if missing else []
         parts += [f"{len(extra)} unexpected tensors (first {extra[0]!r})"] if extra else []
         raise BundleError(f"{where}: {'; '.join(parts)} — not {source}")
     for k, shape in want.items():
-        if tuple(state[k].shape) != shape:
-            raise BundleError(f"{where}: tensor {k!r} has shape {tuple(state[k].shape)} but {source} needs {shape}")
+        if tuple(shapes[k]) != shape: raise BundleError(f"{where}: tensor {k!r} has shape {tuple(shapes[k])} but {source} needs {shape}")
 
 def _sha256(path:Path)->str:
     with open(path, 'rb') as f: return hashlib.file_digest(f, 'sha256').hexdigest()
@@ -277,14 +284,14 @@ def save_bundle(learn_or_model, # a fastai `Learner` from `vision_learner(dls, a
     dest = Path(dest)
     model = learn_or_model if isinstance(learn_or_model, nn.Module) else learn_or_model.model
     try:
-        plain = build_model(arch, len(vocab), head)
+        plain = model_skeleton(arch, len(vocab), head)  # names and shapes only
         config = make_config(arch=arch, vocab=vocab, size=size, mean=mean, std=std, resize=resize, head=head,
                              pool=plain[0].needs_pool, threshold=threshold, extra=extra)
         json.dumps(config)
     except (ValueError, TypeError) as e: raise BundleError(f"{dest}: {e}") from None
     if hasattr(learn_or_model, 'dls'): _check_matches_learner(learn_or_model, config, dest)
     state = {k: v.detach().to('cpu', copy=True).contiguous() for k, v in model.state_dict().items()}
-    _check_tensors(state, plain, dest, source=f'{arch} with this head')
+    _check_tensors(_shapes(state), plain, dest, source=f'{arch} with this head')
     _make_room(dest, overwrite)
     _write_bundle(state, config, dest)
     return dest
@@ -365,18 +372,25 @@ class Bundle:
         return f"Bundle({c['arch']}, {c['num_classes']} classes, {c['size']}px {c['resize']}, from {self.path})"
 
 # %% ../nbs/06_bundle.ipynb #c0054
-def _read_weights(file:Path, config:dict)->dict:
-    "The tensors of `file`, after checking its sha256 and count against `config`."
+def _weight_shapes(file:Path, config:dict)->dict:
+    "{tensor name: shape} from the safetensors header of `file`, after checking its sha256 and count; no tensor is read."
     if not file.is_file(): raise BundleError(f"{file}: missing")
     digest = _sha256(file)
     if digest != config['sha256']:
         raise BundleError(f"{file}: sha256 {digest[:12]}… does not match {CONFIG} ({str(config['sha256'])[:12]}…); "
                           "the file is truncated or was replaced")
-    try: state = load_file(file)
+    try:
+        with safe_open(file, framework='pt') as f: shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise BundleError(f"{file}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
-    if len(state) != config['n_tensors']: raise BundleError(f"{file}: holds {len(state)} tensors but {CONFIG} says {config['n_tensors']}")
-    return state
+    if len(shapes) != config['n_tensors']: raise BundleError(f"{file}: holds {len(shapes)} tensors but {CONFIG} says {config['n_tensors']}")
+    return shapes
+
+def _read_weights(file:Path)->dict:
+    "The tensors of `file`, a safetensors file whose header has been checked."
+    try: return load_file(file)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise BundleError(f"{file}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
 
 def load_bundle(path, # a bundle folder written by `save_bundle`
                 device='cpu', # where the model runs
@@ -384,10 +398,14 @@ def load_bundle(path, # a bundle folder written by `save_bundle`
     "Rebuild and load the bundle at `path` with torch + timm only: no pickle, no fastai."
     path = Path(path)
     config = read_config(path)
-    state = _read_weights(path/WEIGHTS, config)
-    try: model = build_model(config['arch'], config['num_classes'], config['head'])
+    shapes = _weight_shapes(path/WEIGHTS, config)
+    args = config['arch'], config['num_classes'], config['head']
+    try: skeleton = model_skeleton(*args)
     except (ValueError, TypeError, RuntimeError) as e: raise BundleError(f"{path/CONFIG}: {e}") from None
-    _check_tensors(state, model, path/WEIGHTS)
+    _check_tensors(shapes, skeleton, path/WEIGHTS)  # the config's model must be the file's before a real weight exists
+    state = _read_weights(path/WEIGHTS)
+    try: model = build_model(*args)
+    except (ValueError, TypeError, RuntimeError) as e: raise BundleError(f"{path/CONFIG}: {e}") from None
     model.load_state_dict(state, strict=True)
     model = model.to(device).eval()
     if torch.device(device).type == 'cuda': model = model.to(memory_format=torch.channels_last)

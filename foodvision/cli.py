@@ -6,9 +6,10 @@ Docs: https://foodvision.github.io/foodvision/cli.html.md"""
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'cmd_synth', 'cmd_import', 'cmd_export', 'store_runs', 'format_lineage', 'pd_isna', 'cmd_status',
-           'cmd_diff', 'cmd_purge', 'cmd_gather', 'cmd_train', 'cmd_evaluate', 'cmd_runs', 'cmd_compare',
-           'cmd_find_issues', 'cmd_apply', 'cmd_undo', 'dashboard_notebook', 'cmd_review', 'cmd_predict',
-           'cmd_export_onnx', 'cmd_app', 'cmd_space', 'cmd_ingest_feedback', 'cmd_demo', 'arg', 'build_parser', 'main']
+           'cmd_diff', 'cmd_purge', 'cmd_gather', 'cmd_check', 'cmd_train', 'cmd_evaluate', 'cmd_runs', 'cmd_compare',
+           'cmd_find_issues', 'cmd_apply', 'cmd_undo', 'dashboard_notebook', 'cmd_review', 'cmd_label_studio_export',
+           'cmd_label_studio_import', 'cmd_predict', 'cmd_export_onnx', 'cmd_app', 'cmd_space', 'cmd_ingest_feedback',
+           'cmd_demo', 'arg', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #c0004
 import argparse
@@ -100,6 +101,15 @@ def cmd_gather(args)->int:
                  licence=args.licence, workers=args.workers, max_side=args.max_side)
     print(format_report(rep))
     return 0
+
+# %% ../nbs/90_cli.ipynb #na77588c
+def cmd_check(args)->int:
+    "Check that the store's files and database agree; --repair moves orphan files aside (never deletes)."
+    from foodvision.store import format_check
+    report = Store(args.store).check(repair=args.repair)
+    print(format_check(report))
+    only_orphans = not (report.missing or report.mismatched or report.tampered)
+    return 0 if report.ok or (args.repair and only_orphans) else 1
 
 # %% ../nbs/90_cli.ipynb #c0008
 def cmd_train(args)->int:
@@ -205,6 +215,43 @@ def cmd_review(args)->int:
            f'--port={args.port}', f'--token={token}']
     return subprocess.call(cmd, env=env)
 
+# %% ../nbs/90_cli.ipynb #nad734e3
+def cmd_label_studio_export(args)->int:
+    "Write a run's flagged items of one ranking as a Label Studio review queue: OUT/tasks.json and OUT/config.xml."
+    from foodvision.cleaner import CleanerError, _ordered_rankings, export_label_studio, load_issues
+    from foodvision.evaluate import run_config
+    if args.document_root and args.url_prefix: raise CleanerError('give --document-root or --url-prefix, not both')
+    store, run_id = Store(args.store), run_config(args.run)['run_id']
+    issues = load_issues(args.run)
+    have = _ordered_rankings(issues.ranking)  # the cleaner's order: its first ranking is the default here too
+    ranking = args.ranking or (have[0] if have else None)
+    if ranking not in have: raise CleanerError(f"run {run_id} has no ranking {ranking!r} (it has: {', '.join(have) or 'none'})")
+    rows = issues[(issues.ranking == ranking) & (issues.is_issue.astype(bool) | args.all)].sort_values('rank')
+    out = export_label_studio(store, rows.head(args.limit) if args.limit else rows, args.out, document_root=args.document_root,
+                              url_prefix=args.url_prefix, model_version=run_id)
+    print(f"label-studio: {out['n']} tasks ({ranking}{'' if args.all else ', flagged'}) of run {run_id} -> {out['tasks']}\n"
+          f"labeling config: {out['config']}\n"
+          f"then: foodvision label-studio import {args.store} EXPORT.json   (the project's JSON export)")
+    return 0
+
+def cmd_label_studio_import(args)->int:
+    "Apply a Label Studio JSON export to the store as one audited batch; print what was applied, refused and in conflict."
+    from foodvision.cleaner import import_label_studio
+    rep = import_label_studio(Store(args.store), args.export, run_id=args.run_id, allow_new_classes=args.allow_new_classes)
+    batch = rep['batches'][0] if rep['batches'] else None
+    print(f"label-studio import: {len(rep['relabeled'])} relabeled, {len(rep['quarantined'])} quarantined, "
+          f"{len(rep['unchanged'])} unchanged, {len(rep['unannotated'])} unannotated"
+          + (f"; batch {batch} (undo: foodvision undo {args.store} --batch {batch})" if batch else '; nothing written'))
+    print(f"refused: {len(rep['unknown_items'])} unknown items, {len(rep['mismatched'])} tasks whose image is not their item's, "
+          f"{len(rep['unknown_labels'])} labels that are not store classes, {len(rep['rejected'])} invalid labels")
+    for iid in rep['unknown_items'][:20]: print(f"  unknown item {str(iid)[:40]!r}")
+    for iid in rep['mismatched'][:20]: print(f"  mismatched  {iid}: the task's image is not this item's file")
+    for iid, label in rep['unknown_labels'][:20]: print(f"  unknown label {iid}: {label!r} (--allow-new-classes to apply)")
+    for iid, label, why in rep['rejected'][:20]: print(f"  invalid label {iid}: {why}")
+    print(f"conflicts: {len(rep['conflicts'])} items with disagreeing annotations (the newest was applied)")
+    for iid, chosen, others in rep['conflicts'][:20]: print(f"  conflict {iid}: applied {chosen!r} over {', '.join(map(repr, others))}")
+    return 0
+
 # %% ../nbs/90_cli.ipynb #c0012
 def cmd_predict(args)->int:
     "Predict images and folders with a model bundle: one line (or JSON line) per image."
@@ -283,6 +330,8 @@ def build_parser()->argparse.ArgumentParser:
          arg('old', metavar='V1', help='earlier version'), arg('new', metavar='V2', nargs='?', help='later version (default: current)'))
     _add(sub, 'purge', cmd_purge, 'delete the files of quarantined items in STORE (explicit, irreversible)', store,
          arg('--yes', action='store_true', help='confirm: this deletes image files'), arg('--reason', help='kept with the record of what was purged'))
+    _add(sub, 'check', cmd_check, "check that STORE's files and database agree (--repair moves orphans aside)", store,
+         arg('--repair', action='store_true', help='move orphan files into STORE/orphans/<time>/ (never deletes)'))
     _add(sub, 'gather', cmd_gather, 'search and download images for classes into STORE', store,
          arg('--classes', required=True, metavar='FILE', help='text file, one class per line'),
          arg('--max-per-class', type=int, default=100, help='images to try per class (default 100)'),
@@ -324,6 +373,20 @@ def build_parser()->argparse.ArgumentParser:
          arg('--batch'), arg('--event', type=int), arg('--reason'))
     _add(sub, 'review', cmd_review, 'serve the cleaner dashboard (voila, 127.0.0.1, token)', store, arg('run', metavar='RUN'),
          arg('--port', type=int, default=8866), arg('--token', help='default: a random token'))
+    ls = sub.add_parser('label-studio', help='hand a review queue to Label Studio and apply its export',
+                        description="Export a run's suspects as Label Studio tasks; import the reviewed JSON export.")
+    ls_sub = ls.add_subparsers(dest='action', metavar='ACTION', required=True)
+    _add(ls_sub, 'export', cmd_label_studio_export, "write a run's suspects as OUT/tasks.json and OUT/config.xml", store,
+         arg('run', metavar='RUN', help='run folder (its issues.parquet, or its evaluation)'), arg('out', metavar='OUT', help='folder to write into'),
+         arg('--ranking', help="which ranking (default: the cleaner's first, e.g. most_wrong)"),
+         arg('--all', action='store_true', help='every item of the ranking, not only the flagged ones'),
+         arg('--limit', type=int, help='only the first N suspects'),
+         arg('--document-root', metavar='DIR', help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT (default: STORE)"),
+         arg('--url-prefix', metavar='URL', help="instead: the URL where STORE/images/ is served"))
+    _add(ls_sub, 'import', cmd_label_studio_import, "apply Label Studio's JSON export to STORE (one audited batch)", store,
+         arg('export', metavar='EXPORT.json', help="the project's export in the JSON format (not JSON-MIN or CSV)"),
+         arg('--run-id', help='the run the queue came from, recorded on the events'),
+         arg('--allow-new-classes', action='store_true', help='apply labels that are not yet store classes'))
     _add(sub, 'predict', cmd_predict, 'predict images or folders with a bundle', arg('bundle', metavar='BUNDLE'),
          arg('inputs', metavar='IMAGE_OR_DIR', nargs='+'), arg('--top-k', type=int, default=5), arg('--json', action='store_true'))
     _add(sub, 'export-onnx', cmd_export_onnx, "add a checked model.onnx to a run's bundle", arg('run', metavar='RUN'),

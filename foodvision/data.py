@@ -24,7 +24,7 @@ from fastai.vision.core import PILImage, PILMask, TensorImage
 from fasttransform import Transform
 from PIL import Image
 
-from .imaging import open_image_checked
+from .imaging import open_image_checked, to_rgb
 from .store import Store, StoreError
 
 # %% ../nbs/04_data.ipynb #c0008
@@ -69,7 +69,7 @@ class OpenImage(Transform):
         self.draft_pixels = draft_pixels
     def encodes(self, fn:str|Path)->PILImage:
         im = open_image_checked(fn, draft_pixels=self.draft_pixels)
-        return PILImage.create(im if im.mode == 'RGB' else im.convert('RGB'))  # fastai converts the same way
+        return PILImage.create(to_rgb(im))  # upright and 8-bit (the door), transparency on white: what the app sees
 
 class FastRandomResizedCrop(RandomResizedCrop):
     "fastai's `RandomResizedCrop`, the training crop resized by torch's uint8 antialiased bilinear kernel."

@@ -146,9 +146,9 @@ def run_demo(out:str|Path, # folder for the store, runs and report (must be new 
 
 def _export_onnx(run, store:Store)->dict:
     "Add model.onnx to the run's bundle, checked against PyTorch on test images."
-    from PIL import Image
+    from foodvision.imaging import open_image_checked, to_rgb
     from foodvision.infer import export_onnx
-    sample = [Image.open(p).convert('RGB') for p in store.items(split='test').path[:16]]
+    sample = [to_rgb(open_image_checked(p)) for p in store.items(split='test').path[:16]]
     path = export_onnx(run.bundle, sample_images=sample)
     return dict(path=str(path))
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from .imaging import open_image_checked
 from .store import Store, StoreError
 
 # %% ../nbs/07_evaluate.ipynb #c0008
@@ -28,7 +29,7 @@ class ImageFiles:
                 ): self.paths, self.preprocess = list(paths), preprocess
     def __len__(self): return len(self.paths)
     def __getitem__(self, i):  # the bundle's own preprocessing: exactly what serving does with the same file
-        with Image.open(self.paths[i]) as im: return self.preprocess([im])[0]
+        return self.preprocess([open_image_checked(self.paths[i])])[0]  # the guarded door: upright, 8-bit
 
 def inference_device(device:str|None=None, # 'cpu', 'cuda', 'cuda:1'...; None: the GPU when present
                     )->'torch.device':

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from .evaluate import ImageFiles, evaluate_run, inference_device, inference_workers, load_predictions, run_config
-from .imaging import to_rgb
+from .imaging import open_image_checked, to_rgb
 from .store import Store, StoreError, atomic_write_bytes, folder_records
 
 # %% ../nbs/09_find.ipynb #c0008
@@ -319,10 +319,9 @@ def image_fingerprints(paths, # image files
     shas, phashes, thumbs = [], [], []
     for p in paths:
         data = Path(p).read_bytes()
-        with Image.open(io.BytesIO(data)) as im:
-            rgb = to_rgb(im)
-            phashes.append(int(str(imagehash.phash(rgb, hash_size=8)), 16))
-            thumbs.append(np.asarray(rgb.resize((8, 8), Image.Resampling.BOX), dtype=np.float32).ravel())
+        rgb = to_rgb(open_image_checked(data, where=str(p)))  # the pixels as seen: a rotated copy hashes like the upright one
+        phashes.append(int(str(imagehash.phash(rgb, hash_size=8)), 16))
+        thumbs.append(np.asarray(rgb.resize((8, 8), Image.Resampling.BOX), dtype=np.float32).ravel())
         shas.append(hashlib.sha256(data).hexdigest())
     return pd.DataFrame(dict(sha256=shas, phash=np.array(phashes, dtype=np.uint64), thumb=thumbs))
 
@@ -414,11 +413,10 @@ def image_stats(path, # an image file
                 max_side:int=512, # measure on a copy at most this large
                )->dict:
     "Width, height, aspect ratio, brightness (mean grey), contrast (grey standard deviation) and sharpness (Laplacian variance)."
-    with Image.open(path) as im:
-        w, h = im.size
-        small = to_rgb(im)
-        if max(w, h) > max_side: small = small.resize((max(1, round(w * max_side / max(w, h))), max(1, round(h * max_side / max(w, h)))))
-        gray = np.asarray(small.convert('L'), dtype=np.float32)
+    small = to_rgb(open_image_checked(path))  # upright and 8-bit, as training sees it
+    w, h = small.size
+    if max(w, h) > max_side: small = small.resize((max(1, round(w * max_side / max(w, h))), max(1, round(h * max_side / max(w, h)))))
+    gray = np.asarray(small.convert('L'), dtype=np.float32)
     return dict(width=w, height=h, aspect=max(w, h) / min(w, h), brightness=float(gray.mean()), contrast=float(gray.std()),
                 sharpness=laplacian_variance(gray))
 

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from .bundle import CONFIG, WEIGHTS, BundleError, _as_list, _sha256, images_to_tensor, load_bundle, read_config
-from .imaging import ALLOWED_FORMATS, ImageRejected, open_image_checked
+from .imaging import ALLOWED_FORMATS, ImageRejected, open_image_checked, to_rgb
 from .store import Store, StoreError
 
 # %% ../nbs/11_infer.ipynb #c0008
@@ -288,7 +288,7 @@ def _decode(path:str|None, src)->Image.Image|str:
     if isinstance(src, str): return src
     try:
         im = src if isinstance(src, Image.Image) else open_image_checked(src)
-        return im if im.mode == 'RGB' else im.convert('RGB')
+        return to_rgb(im)
     except ImageRejected as e: return str(e).removeprefix(f"{path}: ").removeprefix('image bytes: ')
     except (OSError, ValueError) as e: return f"cannot read ({e.strerror if isinstance(e, OSError) and e.strerror else e})".replace('\n', ' ')
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .imaging import open_image_checked, to_rgb
+
 # %% ../nbs/13_report.ipynb #c0005
 @dataclass
 class Block:
@@ -83,12 +85,11 @@ def image_grid(paths:list, # image files
     import matplotlib
     matplotlib.use('Agg', force=False)
     import matplotlib.pyplot as plt
-    from PIL import Image
     n = max(1, len(paths)); nrows = (n + ncols - 1) // ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.1 * ncols, 2.4 * nrows), squeeze=False)
     for ax in axes.flat: ax.axis('off')
     for ax, p, c in zip(axes.flat, paths, captions):
-        with Image.open(p) as im: ax.imshow(im.convert('RGB'))
+        ax.imshow(to_rgb(open_image_checked(p)))  # upright, as the model saw it
         ax.set_title(c, fontsize=7)
     if title: fig.suptitle(title)
     fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)

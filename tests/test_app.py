@@ -3,7 +3,7 @@
 import os
 os.environ['GRADIO_ANALYTICS_ENABLED'] = 'False'  # before gradio / gradio_client are imported: no telemetry, no version check
 
-import json, shutil, socket, struct, subprocess, sys, time, zlib
+import json, shutil, socket, sqlite3, struct, subprocess, sys, time, zlib
 from pathlib import Path
 
 import httpx
@@ -12,7 +12,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from foodvision.app import launch_app, make_app, ingest_feedback, read_feedback, write_space
+from foodvision.app import SpaceError, launch_app, make_app, ingest_feedback, read_feedback, write_space
 from foodvision.store import Store
 from foodvision.synth import synth_jpeg, synth_store
 
@@ -218,3 +218,112 @@ def test_space_folder_serves_offline_from_a_copy(space, no_network, tmp_path):
     assert 'Traceback' not in log, log  # the refused uploads left no stack trace on the server either
     assert not net_log.exists(), f"the Space tried to reach: {net_log.read_text()}"
     assert no_network == []
+
+
+# --- the HTTP boundary: a client names data, never a server path ------------------------------------------------------------
+
+FILE_DATA = {'_type': 'gradio.FileData'}
+
+
+def call_raw(base:str, api_name:str, data:list)->tuple:
+    "POST raw JSON to a named endpoint as any HTTP client can; (last SSE event, its data) or ('http', status)."
+    r = httpx.post(f'{base}gradio_api/call/{api_name}', json=dict(data=data), timeout=60)
+    if r.status_code != 200: return 'http', r.status_code
+    text = httpx.get(f'{base}gradio_api/call/{api_name}/{r.json()["event_id"]}', timeout=60).text
+    event, data = [m for m in text.strip().split('\n\n') if not m.startswith('event: heartbeat')][-1].split('\n', 1)
+    return event.removeprefix('event: '), json.loads(data.removeprefix('data: '))
+
+
+def outside_paths(base:str, cache:Path, target:Path, link_dir:Path)->dict:
+    "Ways a client may spell `target`, a file outside the upload cache: absolute, with '..', a symlink in the cache, URLs."
+    link = link_dir/f'link-{target.name}'
+    link.symlink_to(target)
+    return {'absolute': str(target), 'dotdot': str(cache/os.path.relpath(target, cache)), 'symlink in cache': str(link),
+            'file url': f'file://{target}', 'gradio url': f'{base}gradio_api/file={target}'}
+
+
+def test_raw_payloads_cannot_name_files_outside_the_upload_cache(served, tmp_path):
+    app, _, feedback, looked_up = served
+    base, cache = app.local_url, Path(app.GRADIO_CACHE).resolve()
+    private = tmp_path/'private'; private.mkdir()
+    secret, missing = private/'secret.jpg', private/'missing.jpg'
+    secret.write_bytes(synth_jpeg('pizza', seed=5, index=3, size=48))  # a decodable photo the app was never given
+    link_dir = cache/f'test-links-{os.getpid()}'; link_dir.mkdir(parents=True)
+    before = sorted(feedback.rglob('*'))
+    try:
+        spellings = {path: outside_paths(base, cache, path, link_dir) for path in (secret, missing)}
+        for how in spellings[secret]:
+            for form in ('dict', 'file data', 'string'):
+                answers = []
+                for path in (secret, missing):
+                    p = spellings[path][how]
+                    image = {'path': p} if form == 'dict' else {'path': p, 'meta': FILE_DATA} if form == 'file data' else p
+                    got = call_raw(base, 'predict', [image]), call_raw(base, 'feedback', [image, 'sushi'])
+                    assert all(event != 'complete' for event, _ in got), (how, form, path, got)
+                    answers.append(got)
+                assert answers[0] == answers[1], (how, form, answers)  # an existing and a missing file look the same: no oracle
+        assert sorted(feedback.rglob('*')) == before
+        assert not [p for p in feedback.rglob('*') if p.is_file() and p.read_bytes() == secret.read_bytes()]
+    finally: shutil.rmtree(link_dir)
+    # the same photo, uploaded: it is in the cache now, and the same raw call is answered
+    r = httpx.post(f'{base}gradio_api/upload', files={'files': ('secret.jpg', secret.read_bytes(), 'image/jpeg')})
+    (uploaded,) = r.json()
+    event, (label, summary) = call_raw(base, 'predict', [{'path': uploaded, 'meta': FILE_DATA}])
+    assert event == 'complete' and Path(uploaded).resolve().is_relative_to(cache)
+    check_prediction(label, summary, app.foodvision.predictor.vocab)
+    assert looked_up == []
+
+
+def test_the_upload_cache_is_cleaned_up(served):
+    app, _, _, _ = served
+    every, older_than = app.delete_cache  # Gradio keeps every upload until told to delete them
+    assert 0 < every <= older_than <= 86400
+
+
+# --- what a Space publishes ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_run(tmp_path):
+    "A run folder in the shape `train_run` leaves it, with a tiny untrained bundle (no fastai) and its store."
+    from foodvision.bundle import build_model, save_bundle
+    from foodvision.synth import SYNTH_CLASSES
+    store = Store.create(tmp_path/'store')
+    synth_store(store, n=27, size=32, seed=4)
+    run = tmp_path/'runs'/'r1'
+    save_bundle(build_model('test_resnet', len(SYNTH_CLASSES)), run/'bundle', arch='test_resnet', vocab=SYNTH_CLASSES, size=32,
+                mean=[0.5] * 3, std=[0.25] * 3, resize='squish', extra=dict(run_id='r1'))
+    (run/'config.json').write_text(json.dumps(dict(run_id='r1', store=str(store.path))))
+    return run, store
+
+
+def test_space_copies_only_the_bundle_files_the_app_loads(small_run, tmp_path):
+    run, _ = small_run
+    bundle = run/'bundle'
+    planted = {'learner.pkl': b'\x80\x04pickle', 'weights.pth': b'PK\x03\x04', 'pytorch_model.bin': b'\0' * 64, '.env': b'TOKEN=x',
+               'notes.txt': b'private', 'model.onnx': b'not the exported graph', 'sub/more.bin': b'\0'}
+    for name, data in planted.items():
+        (bundle/name).parent.mkdir(exist_ok=True); (bundle/name).write_bytes(data)
+    space = write_space(run, tmp_path/'space', n_examples=0, onnx=False)
+    assert sorted(p.name for p in (space/'bundle').iterdir()) == ['config.json', 'model.safetensors']
+    assert (space/'bundle'/'model.safetensors').read_bytes() == (bundle/'model.safetensors').read_bytes()
+    assert not [p for p in space.rglob('*') if p.is_file() and p.read_bytes() in planted.values()]
+    (bundle/'model.safetensors').write_bytes(b'\0' * 128)  # not the weights config.json describes
+    with pytest.raises(SpaceError, match='does not match config.json'): write_space(run, tmp_path/'space2', n_examples=0, onnx=False)
+    assert not (tmp_path/'space2').exists()
+
+
+def test_space_examples_come_only_from_the_store_images_folder(small_run, tmp_path):
+    run, store = small_run
+    secret = tmp_path/'private'/'secret.jpg'
+    secret.parent.mkdir(); secret.write_bytes(synth_jpeg('sushi', seed=8, index=0, size=32))
+    test = store.items(split='test')
+    ok = write_space(run, tmp_path/'ok', n_examples=99, onnx=False)
+    assert len(list((ok/'examples').iterdir())) == len(test)  # an untouched store: every test photo
+    item = test.iloc[0]
+    image = Path(item.path); image.unlink(); image.symlink_to(secret)  # an image file swapped for a link out of the store
+    with pytest.raises(SpaceError, match=f"item '{item.id}'"): write_space(run, tmp_path/'linked', n_examples=99, onnx=False)
+    image.unlink(); image.write_bytes(secret.read_bytes())
+    with sqlite3.connect(store.path/'store.db') as db:  # a row edited behind the store's back
+        db.execute('UPDATE items SET file = ? WHERE id = ?', (os.path.relpath(secret, store.path), test.iloc[1].id))
+    with pytest.raises(SpaceError, match=f"item '{test.iloc[1].id}'"): write_space(run, tmp_path/'edited', n_examples=99, onnx=False)
+    assert not (tmp_path/'linked').exists() and not (tmp_path/'edited').exists()

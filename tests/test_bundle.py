@@ -276,3 +276,20 @@ def test_the_good_bundle_still_loads(saved):
     assert b.config['sha256'] == fb._sha256(dest/'model.safetensors')
     assert b.config['n_tensors'] == len(learn.model.state_dict())
     assert not b.model.training
+
+
+def test_a_huge_arch_in_the_config_is_refused_before_any_weight_is_allocated(saved, tmp_path, monkeypatch):
+    "config.json names an 846-million-parameter convnext_xxlarge beside resnet18 weights: refused from shapes alone."
+    dest, _ = saved
+    folder = shutil.copytree(dest, tmp_path/'bundle')
+    _edit_config(arch='convnext_xxlarge')(folder)
+    devices, create = [], fb.timm.create_model
+    def recording(*args, **kwargs):
+        devices.append(torch.empty(0).device.type)  # where this call would put the model's weights
+        if devices[-1] != 'meta': raise AssertionError(f"timm.create_model{args} built real weights")  # (the old code: 37 s, 3.4 GB)
+        return create(*args, **kwargs)
+    monkeypatch.setattr(fb.timm, 'create_model', recording)
+    with pytest.raises(BundleError) as e: load_bundle(folder)
+    text = str(e.value)
+    assert text.startswith(str(folder/'model.safetensors')) and 'not the model in config.json' in text and '\n' not in text, text
+    assert devices == ['meta']  # the config's model as names and shapes only: no memory, no initialisation

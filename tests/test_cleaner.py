@@ -347,3 +347,103 @@ def test_label_studio_round_trip(store, preds, tmp_path):
     assert again['relabeled'] == {} and again['batches'] == [] and len(store.events()) == n_events + 2
     new = import_label_studio(store, [annotated(t[ids[4]], 'tiramisu')], allow_new_classes=True)
     assert new['relabeled'] == {ids[4]: 'tiramisu'}
+
+
+def ls_store_state(store):
+    return len(store.events()), store.version(), store.item_states().to_dict()
+
+
+def test_label_studio_import_is_one_batch(store, preds, tmp_path):
+    tasks = json.loads(export_label_studio(store, preds.head(2), tmp_path/'ls')['tasks'].read_text())
+    a, b = tasks
+    other = next(x for x in sorted(preds.label.unique()) if x != a['data']['given_label'])
+    rep = import_label_studio(store, [annotated(a, other), annotated(b, LS_QUARANTINE)], run_id=RUN)
+    (batch,) = rep['batches']
+    ev = store.events(batch=batch)
+    assert ev[['item_id', 'action']].values.tolist() == [[a['data']['item_id'], 'relabel'], [b['data']['item_id'], 'quarantine']]
+    store.undo_batch(batch)  # one undo reverses the whole import
+    states = store.item_states()
+    assert states.at[a['data']['item_id'], 'label'] == a['data']['given_label'] and states.at[b['data']['item_id'], 'status'] == 'active'
+
+
+def test_label_studio_newest_annotation_wins_and_conflicts_are_counted(store, preds, tmp_path):
+    tasks = json.loads(export_label_studio(store, preds.head(3), tmp_path/'ls')['tasks'].read_text())
+    classes = sorted(preds.label.unique())
+    def ann(i, choice, **kw): return dict(dict(id=i, was_cancelled=False, result=[dict(type='choices', from_name='label', to_name='image',
+                                                                                       value=dict(choices=[choice]))]), **kw)
+    a, b, c = tasks
+    new_a, old_a = [x for x in classes if x != a['data']['given_label']][:2]
+    new_c = next(x for x in classes if x != c['data']['given_label'])
+    export = [dict(a, id=1, annotations=[ann(11, new_a, updated_at='2026-03-02T10:00:00Z')]),        # the same task exported twice:
+              dict(a, id=2, annotations=[ann(12, old_a, updated_at='2026-03-01T10:00:00Z')]),        # the newer one, listed first, wins
+              dict(b, id=3, annotations=[ann(13, LS_QUARANTINE, created_at='2026-03-01T10:00:00Z')]),
+              dict(b, id=4, annotations=[ann(14, classes[0], created_at='2026-03-01T09:00:00Z'),      # older: ignored
+                                         ann(15, classes[1], created_at='2026-03-05T09:00:00Z', was_cancelled=True)]),
+              dict(c, id=5, annotations=[ann(16, new_c, updated_at='2026-03-01T10:00:00.500000+00:00'),  # half a second newer
+                                         ann(17, c['data']['given_label'], updated_at='2026-03-01T10:00:00Z'),
+                                         ann(18, LS_QUARANTINE, updated_at='2026-03-01T11:00:00+01:00')])]  # = 10:00 UTC; lower id
+    rep = import_label_studio(store, export, run_id=RUN)
+    ids = [t['data']['item_id'] for t in tasks]
+    assert rep['relabeled'] == {ids[0]: new_a, ids[2]: new_c} and rep['quarantined'] == [ids[1]]
+    assert [x[0] for x in rep['conflicts']] == ids and rep['conflicts'][0][1:] == (new_a, [old_a])
+    assert len(store.events(batch=rep['batches'][0])) == 3
+
+
+def test_label_studio_import_checks_the_image_against_the_item(store, preds, tmp_path):
+    a, b = json.loads(export_label_studio(store, preds.head(2), tmp_path/'ls')['tasks'].read_text())
+    swapped = dict(a, data=dict(a['data'], image=b['data']['image']))  # the reviewer saw b's image
+    other = next(x for x in sorted(preds.label.unique()) if x != a['data']['given_label'])
+    before = ls_store_state(store)
+    rep = import_label_studio(store, [annotated(swapped, other), annotated(dict(b, data=dict(b['data'], image='../../etc/passwd')), LS_QUARANTINE)])
+    assert rep['mismatched'] == [a['data']['item_id'], b['data']['item_id']] and rep['relabeled'] == {} and rep['batches'] == []
+    assert ls_store_state(store) == before
+
+
+LS_NOT_JSON_EXPORTS = {
+    'truncated': '[{"id": 1, "data": {"item_id": "x"}, "annotations": [{"result": [',
+    'object': '{"tasks": [{"id": 1, "data": {"item_id": "x"}, "annotations": []}]}',
+    'null task': '[null]',
+    'csv': 'image,given_label,item_id,split,id,label,annotator,annotation_id,created_at,updated_at,lead_time\n'
+           '/data/local-files/?d=images/a.jpg,pizza,0123456789abcdef,train,1,sushi,1,1,2026-01-01,2026-01-01,2.5\n',
+    'json-min': '[{"image": "/data/local-files/?d=images/a.jpg", "given_label": "pizza", "item_id": "0123456789abcdef", "id": 1,'
+                ' "label": "sushi", "annotator": 1, "annotation_id": 1, "created_at": "2026-01-01", "lead_time": 2.5}]',
+    'annotations not a list': '[{"id": 1, "data": {"item_id": "x"}, "annotations": {"result": []}}]',
+    'null annotation': '[{"id": 1, "data": {"item_id": "x"}, "annotations": [null]}]',
+    'null result': '[{"id": 1, "data": {"item_id": "x"}, "annotations": [{"result": [null]}]}]',
+    'choices a string': '[{"id": 1, "data": {"item_id": "x"}, "annotations": [{"result": [{"type": "choices", "value": {"choices": "sushi"}}]}]}]',
+    'not utf-8': b'\xff\xfe\x00[garbage',
+}
+
+@pytest.mark.parametrize('kind', list(LS_NOT_JSON_EXPORTS))
+def test_label_studio_import_refuses_other_formats_and_changes_nothing(store, preds, tmp_path, kind):
+    content = LS_NOT_JSON_EXPORTS[kind]
+    path = tmp_path/'export.json'
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    # a valid task first: nothing may be applied when a later part of the file is refused
+    good = annotated(json.loads(export_label_studio(store, preds.head(1), tmp_path/'ls')['tasks'].read_text())[0], LS_QUARANTINE)
+    before = ls_store_state(store)
+    with pytest.raises(CleanerError) as e: import_label_studio(store, path)
+    msg = str(e.value)
+    assert '\n' not in msg and "Label Studio's JSON export" in msg and 'a list of tasks with annotations' in msg, msg
+    if kind in ('csv', 'json-min'): assert kind.upper() in msg, msg
+    if content[:1] == '[' and kind != 'truncated':
+        with pytest.raises(CleanerError): import_label_studio(store, [good] + json.loads(content))
+    assert ls_store_state(store) == before
+
+
+# --- thumbnails -----------------------------------------------------------------------------------------------------------
+
+def test_thumbnails_are_upright_and_go_through_the_checked_decoder(store, preds, tmp_path):
+    import io
+    from PIL import Image
+    buf, exif = io.BytesIO(), Image.Exif()
+    exif[0x0112] = 6  # stored sideways: rotate 90° to view
+    Image.new('RGB', (40, 20), 'orange').save(buf, 'JPEG', exif=exif)
+    (iid,) = store.add_images([dict(data=buf.getvalue(), label='pizza')]).ids
+    assert Image.open(io.BytesIO(fc.thumbnail(store.image_path(iid), 32))).size == (16, 32)  # as training sees it
+    victim = preds[~preds.correct].sort_values('prob', ascending=False).item_id.iloc[0]
+    tiff = io.BytesIO(); Image.new('RGB', (20, 20), 'red').save(tiff, 'TIFF')  # decodable by Pillow, not an allowed format
+    store.image_path(victim).write_bytes(tiff.getvalue())
+    with pytest.raises(fc.ImageRejected): fc.thumbnail(store.image_path(victim))
+    card = cell_of(cleaner_of(store, preds, tmp_path), victim)
+    assert card.image.value == b'' and 'image unavailable' in card.caption.value and 'TIFF' in card.caption.value
