@@ -86,7 +86,8 @@ def main(argv=None):
     from foodvision.evaluate import predict_paths
     from foodvision.find import _body_and_pool, bundle_embedder, embed_paths
     from foodvision.synth import SYNTH_CLASSES
-    from foodvision.train import norm_stats, resolve_device
+    from foodvision.train import resolve_device
+    from foodvision.weights import norm_stats
 
     device = resolve_device(args.device)
     w, h = (int(v) for v in args.photo.lower().split('x'))

@@ -51,11 +51,11 @@ def default_feedback_dir()->Path:
 NOT_FOOD = 'not_food'  # the class that answers "this is not food"
 NOT_FOOD_TEXT, NOT_SURE_TEXT = 'not food', 'not sure'
 
-def verdict(result:dict, # one result of `Predictor.predict`: 'label', 'prob', ...
+def verdict(result:dict, # one result of `Predictor.predict`: 'label', 'prob', 'known' (False outside the bundle's gate), ...
             threshold:float, # below this top probability the answer is "not sure"
            )->str:
-    "What the app answers: 'not sure', 'not food', or the predicted class."
-    if result['prob'] < threshold: return NOT_SURE_TEXT
+    "What the app answers: 'not sure' (outside the gate, or below the threshold), 'not food', or the predicted class."
+    if not result.get('known', True) or result['prob'] < threshold: return NOT_SURE_TEXT
     return NOT_FOOD_TEXT if result['label'] == NOT_FOOD else result['label']
 
 def label_data(result:dict, threshold:float)->dict:
@@ -126,7 +126,9 @@ class FoodDemo:
         self.labels = vocab + ([] if NOT_FOOD in vocab else [NOT_FOOD])  # what feedback may say
 
     def __repr__(self):
-        return f"FoodDemo({len(self.predictor.vocab)} classes, {self.predictor.backend}, threshold {self.threshold}, feedback -> {self.feedback_dir})"
+        gate = self.predictor.gate
+        return (f"FoodDemo({len(self.predictor.vocab)} classes, {self.predictor.backend}, threshold {self.threshold}, "
+                f"{f'gate at distance {gate.max_distance:.3f}' if gate else 'no gate'}, feedback -> {self.feedback_dir})")
 
 # %% ../nbs/12_app.ipynb #c0021
 def _classify(demo:FoodDemo, src)->tuple:
@@ -143,10 +145,12 @@ def classify(self:FoodDemo, src # a path, a Gradio file payload or bytes
     return _classify(self, src)[1]
 
 # %% ../nbs/12_app.ipynb #c0026
-def _summary(r:dict, threshold:float, backend:str)->str:
-    "One Markdown line: the verdict, the top probability, and how long the prediction took."
+def _summary(r:dict, threshold:float, backend:str, max_distance:float|None=None)->str:
+    "One Markdown line: the verdict, why when it is not sure, the top probability, and how long the prediction took."
     top = f"{html.escape(r['label'])} {_percent(r['prob'])}"
-    if r['verdict'] == NOT_SURE_TEXT: head = f"**not sure** — best guess {top}, below the {_percent(threshold)} threshold"
+    if not r.get('known', True):
+        head = f"**not sure** — unlike the photos this model learned from (distance {r['distance']:.2f} > {max_distance:.2f}); best guess {top}"
+    elif r['verdict'] == NOT_SURE_TEXT: head = f"**not sure** — best guess {top}, below the {_percent(threshold)} threshold"
     elif r['verdict'] == NOT_FOOD_TEXT: head = f"**not food** ({_percent(r['prob'])})"
     else: head = f"**{html.escape(r['label'])}** ({_percent(r['prob'])})"
     return f"{head} · {r['ms']:.0f} ms ({backend})"
@@ -157,7 +161,8 @@ def predict(self:FoodDemo, image # the uploaded file: Gradio's payload {'path': 
     "The `/predict` endpoint: (`gr.Label` value, summary line)."
     if image is None: return {}, ''
     with _user_errors(): r = self.classify(image)
-    return label_data(r, self.threshold), _summary(r, self.threshold, self.predictor.backend)
+    gate = self.predictor.gate
+    return label_data(r, self.threshold), _summary(r, self.threshold, self.predictor.backend, gate.max_distance if gate else None)
 
 # %% ../nbs/12_app.ipynb #c0030
 def _now()->str: return datetime.now(timezone.utc).isoformat(timespec='milliseconds')
@@ -328,10 +333,10 @@ def _gradio():
     return gr
 
 def _intro(demo:FoodDemo)->str:
-    c = demo.predictor.config
+    c, unlike = demo.predictor.config, ', as it does for a photo unlike the ones it learned from' if demo.predictor.gate else ''
     return (f"# foodvision\nUpload, paste or snap a photo of food. The model ({html.escape(str(c.get('arch')))}, "
             f"{len(demo.predictor.vocab)} classes) shows its top {demo.top_k} guesses; below {_percent(demo.threshold)} "
-            f"it says *not sure*, and a photo that is not food gets *not food*.")
+            f"it says *not sure*{unlike}, and a photo that is not food gets *not food*.")
 
 def _cleared()->tuple: return {}, ''
 
@@ -474,6 +479,7 @@ def space_readme(config:dict, # the bundle's config.json
     from importlib.metadata import version
     run_id = (config.get('extra') or {}).get('run_id')
     classes = ', '.join(config['vocab'])
+    unlike = ', and so it does for a photo unlike anything it was trained on (a feature-distance gate)' if 'gate' in config else ''
     return f"""---
 title: {title}
 emoji: 🍽️
@@ -492,7 +498,7 @@ short_description: Food photo classifier with a not-food gate and feedback
 
 A {config['arch']} food classifier ({len(config['vocab'])} classes: {classes}){f' from run `{run_id}`' if run_id else ''},
 served by [foodvision](https://github.com/foodvision/foodvision) with ONNX Runtime on CPU. Below
-{_percent(config['threshold'])} confidence it answers *not sure*; a photo that is not food gets *not food*. Feedback
+{_percent(config['threshold'])} confidence it answers *not sure*{unlike}; a photo that is not food gets *not food*. Feedback
 ("wrong? here is the right label") is saved to `/data/foodvision-feedback` when the Space has persistent storage.
 
 API: `Client("<user>/<space>").predict(handle_file("photo.jpg"), api_name="/predict")` with `gradio_client`;
@@ -532,8 +538,8 @@ def _example_items(run_cfg:dict|None, n:int)->list:
 
 # %% ../nbs/12_app.ipynb #c0058
 def _copy_bundle(bundle:Path, dest:Path):
-    "Copy to `dest` only what the app loads from `bundle` — config.json, the weights it hashes, a model.onnx it verifies."
-    from foodvision.bundle import CONFIG, WEIGHTS, BundleError, _sha256, read_config
+    "Copy to `dest` only what the app loads from `bundle` — config.json, the weights and gate it hashes, a model.onnx it verifies."
+    from foodvision.bundle import CONFIG, GATE, WEIGHTS, BundleError, _sha256, read_config
     from foodvision.infer import ONNX_FILE, _verified_onnx
     dest.mkdir()
     shutil.copyfile(bundle/CONFIG, dest/CONFIG)
@@ -541,6 +547,10 @@ def _copy_bundle(bundle:Path, dest:Path):
     if not (bundle/WEIGHTS).is_file(): raise SpaceError(f"{bundle/WEIGHTS}: missing")
     shutil.copyfile(bundle/WEIGHTS, dest/WEIGHTS)
     if _sha256(dest/WEIGHTS) != config['sha256']: raise SpaceError(f"{bundle/WEIGHTS}: does not match {CONFIG}; not the bundle's weights")
+    if 'gate' in config:
+        if not (bundle/GATE).is_file(): raise SpaceError(f"{bundle/GATE}: missing, but {CONFIG} records a gate")
+        shutil.copyfile(bundle/GATE, dest/GATE)
+        if _sha256(dest/GATE) != config['gate']['sha256']: raise SpaceError(f"{bundle/GATE}: does not match {CONFIG}; not the bundle's gate")
     if (bundle/ONNX_FILE).is_file():
         shutil.copyfile(bundle/ONNX_FILE, dest/ONNX_FILE)
         try: _verified_onnx(dest, config)

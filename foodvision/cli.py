@@ -6,10 +6,10 @@ Docs: https://foodvision.github.io/foodvision/cli.html.md"""
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'cmd_synth', 'cmd_import', 'cmd_export', 'store_runs', 'format_lineage', 'pd_isna', 'cmd_status',
-           'cmd_diff', 'cmd_purge', 'cmd_gather', 'cmd_check', 'cmd_train', 'cmd_evaluate', 'cmd_runs', 'cmd_compare',
-           'cmd_find_issues', 'cmd_apply', 'cmd_undo', 'dashboard_notebook', 'cmd_review', 'cmd_label_studio_export',
-           'cmd_label_studio_import', 'cmd_predict', 'cmd_export_onnx', 'cmd_app', 'cmd_space', 'cmd_ingest_feedback',
-           'cmd_demo', 'arg', 'build_parser', 'main']
+           'cmd_diff', 'cmd_purge', 'cmd_gather', 'cmd_check', 'cmd_train', 'cmd_evaluate', 'cmd_weights', 'cmd_runs',
+           'cmd_compare', 'cmd_find_issues', 'cmd_apply', 'cmd_undo', 'dashboard_notebook', 'cmd_review',
+           'cmd_label_studio_export', 'cmd_label_studio_import', 'cmd_predict', 'cmd_export_onnx', 'cmd_app',
+           'cmd_space', 'cmd_ingest_feedback', 'cmd_demo', 'arg', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #c0004
 import argparse
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .imaging import ImageRejected
 from .store import Store, StoreError, format_diff, format_event, format_summary
+from .weights import DEFAULT_ARCH
 
 # %% ../nbs/90_cli.ipynb #c0006
 def cmd_synth(args)->int:
@@ -117,7 +118,7 @@ def cmd_train(args)->int:
     from foodvision.train import TrainConfig, train_run
     store = Store(args.store)
     cfg = TrainConfig(arch=args.arch, epochs=args.epochs, freeze_epochs=args.freeze_epochs, size=args.size, bs=args.bs, lr=args.lr,
-                      pretrained=not args.no_pretrained, weights=args.weights, seed=args.seed, patience=args.patience,
+                      pretrained=not args.no_pretrained, weights=args.weights, seed=args.seed, patience=args.patience, schedule=args.schedule,
                       num_workers=args.num_workers, precision=args.precision, compile=args.compile, device=args.device,
                       lr_find=args.lr_find, optimizer=args.optimizer)
     run = train_run(store, cfg, runs_dir=args.runs, resume=args.resume, run_id=args.run_id, wandb=args.wandb,
@@ -138,6 +139,15 @@ def cmd_evaluate(args)->int:
             print(f"{split:<6} n={r['n']:<6} accuracy {r['accuracy']:.3f}  top-5 {r['top5_accuracy']:.3f}  macro F1 {r['macro']['f1-score']:.3f}")
             if r['most_confused']: print('       most confused: ' + ', '.join(f"{a}->{b} ({n})" for a, b, n in r['most_confused'][:3]))
     print(f"tables and plots in {Path(args.run)/'eval'}")
+    return 0
+
+def cmd_weights(args)->int:
+    "List the pretrained weights this machine has without the hub, and where each comes from."
+    from foodvision.weights import available_weights, weights_cache
+    rows = available_weights()
+    width = max(len(r['arch']) for r in rows)
+    print('\n'.join(f"{r['arch']:<{width}}  {r['source']:<13}  {r['where']}" for r in rows))
+    print(f"\nconverted weights are kept in {weights_cache()}; the hub (when reachable) serves every other timm model")
     return 0
 
 def cmd_runs(args)->int:
@@ -169,7 +179,7 @@ def cmd_find_issues(args)->int:
     if not args.out: raise ValueError("--out FILE.csv is required when DIR is an image folder")
     from foodvision.find import find_issues_in_folder
     find_issues_in_folder(src, args.out, arch=args.arch, size=args.size, epochs=args.epochs, folds=args.folds,
-                          pretrained=not args.no_pretrained, weights=args.weights, method=args.method or 'finetune')
+                          pretrained=not args.no_pretrained, weights=args.weights, method=args.method)
     print(f"find-issues: wrote {args.out}")
     return 0
 
@@ -286,9 +296,10 @@ def cmd_demo(args)->int:
     from datetime import datetime
     from foodvision.demo import DemoConfig, next_commands, run_demo
     out = Path(args.out or Path('demo-runs')/datetime.now().strftime('%Y%m%d-%H%M%S'))
-    cfg = DemoConfig(n=args.n, size=args.size, noise=args.noise, seed=args.seed, arch=args.arch, epochs=args.epochs, bs=args.bs,
-                     lr=args.lr, rounds=args.rounds, method=args.method, min_score=args.min_score, quarantine_score=args.quarantine_score,
-                     pretrained=args.weights is not None, weights=args.weights)
+    cfg = DemoConfig(n=args.n, size=args.size, train_size=args.train_size, noise=args.noise, seed=args.seed, arch=args.arch,
+                     schedule=args.schedule, epochs=args.epochs, bs=args.bs, lr=args.lr, rounds=args.rounds, method=args.method,
+                     min_score=args.min_score, quarantine_score=args.quarantine_score, pretrained=not args.no_pretrained,
+                     weights=args.weights)
     s = run_demo(out, cfg)
     a, f = s['test_accuracy'], s['fixes']
     print(f"\nclean test accuracy: before {a['before']:.3f} -> after {a['after']:.3f}"
@@ -340,11 +351,13 @@ def build_parser()->argparse.ArgumentParser:
          arg('--max-side', type=int, default=None, help='shrink images whose longest side exceeds this'))
     runs = arg('--runs', default='runs', metavar='DIR', help='folder of run folders (default ./runs)')
     _add(sub, 'train', cmd_train, 'fine-tune a timm model on STORE', store,
-         arg('--arch', default='resnet18', help='timm architecture (default resnet18)'),
+         arg('--arch', default=DEFAULT_ARCH, help=f'timm architecture (default {DEFAULT_ARCH}: pretrained offline)'),
          arg('--epochs', type=int, default=5, help='epochs (after the frozen epoch when fine-tuning; default 5)'),
          arg('--freeze-epochs', type=int, default=1, help='frozen epochs first when pretrained (default 1)'),
          arg('--size', type=int, default=128, help='image side (default 128)'), arg('--bs', type=int, default=64, help='batch size (default 64)'),
          arg('--lr', type=float, default=2e-3, help='base learning rate (default 2e-3)'),
+         arg('--schedule', default='auto', choices=['auto', 'fine_tune', 'probe', 'one_cycle'],
+             help="fine_tune (pretrained default), probe (a head on frozen pretrained features), one_cycle (from-scratch default)"),
          arg('--lr-find', action='store_true', help="run fastai's lr_find first and train at its suggestion"),
          arg('--no-pretrained', action='store_true', help='train from random initialisation (an explicit choice)'),
          arg('--weights', metavar='PATH', help='local pretrained weights (.safetensors, or a timm .pth read weights-only)'),
@@ -363,9 +376,10 @@ def build_parser()->argparse.ArgumentParser:
     _add(sub, 'find-issues', cmd_find_issues, 'rank likely label errors in an ImageFolder (or a run)',
          arg('src', metavar='DIR', help='ImageFolder DIR/<label>/*, or a run folder'),
          arg('--out', metavar='FILE', help='CSV to write (path,given_label,suggested_label,label_quality,is_issue)'),
-         arg('--arch', default='resnet18'), arg('--size', type=int, default=64), arg('--epochs', type=int, default=6),
+         arg('--arch', default=DEFAULT_ARCH), arg('--size', type=int, default=64), arg('--epochs', type=int, default=6),
          arg('--folds', type=int, default=5), arg('--no-pretrained', action='store_true'), arg('--weights', metavar='PATH'),
-         arg('--method', choices=['finetune', 'embedding'], help='out-of-sample route (folder default finetune, run default embedding)'))
+         arg('--method', choices=['finetune', 'embedding'],
+             help='out-of-sample route (default embedding: pretrained features; finetune when --no-pretrained)'))
     _add(sub, 'apply', cmd_apply, "accept a run's flagged label suggestions (auto, audited)", store,
          arg('run', metavar='RUN'), arg('--min-score', type=float, default=None, help='only suggestions scoring at least this (default 0.5: 1 - label quality)'),
          arg('--yes', action='store_true', help='write them (otherwise a dry run)'))
@@ -395,16 +409,27 @@ def build_parser()->argparse.ArgumentParser:
          arg('--host', default='127.0.0.1'), arg('--port', type=int, default=7860), arg('--feedback-dir', metavar='DIR'))
     _add(sub, 'space', cmd_space, 'write a Hugging Face Space folder for a run', arg('run', metavar='RUN'), arg('out', metavar='OUT'))
     _add(sub, 'ingest-feedback', cmd_ingest_feedback, "add the app's feedback to a store", arg('feedback_dir', metavar='DIR'), store)
+    from foodvision.demo import DemoConfig
+    D = DemoConfig()  # the demo's defaults live in one place; the flags only show them
     _add(sub, 'demo', cmd_demo, 'run the whole loop offline on embedded data and write a report',
          arg('out', metavar='OUT', nargs='?', help='new folder (default demo-runs/<time>)'),
-         arg('--n', type=int, default=3000, help='generated images'), arg('--size', type=int, default=64, help='image side in pixels'),
-         arg('--noise', type=float, default=0.2, help='fraction of training labels flipped'), arg('--seed', type=int, default=0),
-         arg('--arch', default='test_resnet', help='timm architecture'), arg('--epochs', type=int, default=15, help='epochs per training'),
-         arg('--bs', type=int, default=64), arg('--lr', type=float, default=1e-2), arg('--rounds', type=int, default=2, help='find → fix → retrain rounds'),
-         arg('--method', default='embedding', choices=['embedding', 'finetune'], help='out-of-sample route for finding label issues'),
-         arg('--min-score', type=float, default=0.9, help='relabel a flagged item to its suggestion when 1 - label quality is at least this'),
-         arg('--quarantine-score', type=float, default=0.8, help='quarantine the other flagged items scoring at least this (above 1: never)'),
-         arg('--weights', metavar='PATH', help='local pretrained weights (default: from scratch, offline)'))
+         arg('--n', type=int, default=D.n, help=f'generated images (default {D.n})'),
+         arg('--size', type=int, default=D.size, help=f'side of the generated images (default {D.size})'),
+         arg('--train-size', type=int, default=D.train_size, help=f'side the model sees (default {D.train_size})'),
+         arg('--noise', type=float, default=D.noise, help=f'fraction of training labels flipped (default {D.noise})'),
+         arg('--seed', type=int, default=D.seed),
+         arg('--arch', default=D.arch, help=f'timm architecture (default {D.arch})'),
+         arg('--schedule', default=D.schedule, choices=['auto', 'probe', 'fine_tune', 'one_cycle'],
+             help=f"'probe': a head on frozen pretrained features; 'fine_tune': the whole network (default {D.schedule})"),
+         arg('--epochs', type=int, default=D.epochs, help=f'epochs per training (default {D.epochs})'),
+         arg('--bs', type=int, default=D.bs), arg('--lr', type=float, default=D.lr, help=f'learning rate (default {D.lr})'),
+         arg('--rounds', type=int, default=D.rounds, help=f'find → fix → retrain rounds (default {D.rounds})'),
+         arg('--method', default=D.method, choices=['embedding', 'finetune'], help='out-of-sample route for finding label issues'),
+         arg('--min-score', type=float, default=D.min_score, help='relabel a flagged item to its suggestion when 1 - label quality is at least this'),
+         arg('--quarantine-score', type=float, default=D.quarantine_score, help='quarantine the other flagged items scoring at least this (above 1: never)'),
+         arg('--no-pretrained', action='store_true', help='train from scratch (then choose --arch, --schedule one_cycle, --lr)'),
+         arg('--weights', metavar='PATH', help='local pretrained weights (default: resolved offline, see `foodvision weights`)'))
+    _add(sub, 'weights', cmd_weights, 'list the pretrained weights available offline and where each comes from')
     _add(sub, 'runs', cmd_runs, 'list runs with dataset version, arch and metrics', runs)
     _add(sub, 'compare', cmd_compare, 'compare two runs', arg('run_a', metavar='RUN_A'), arg('run_b', metavar='RUN_B'),
          arg('--split', default='test', choices=['train', 'valid', 'test']))

@@ -3,7 +3,7 @@
 import os
 os.environ['GRADIO_ANALYTICS_ENABLED'] = 'False'  # before gradio / gradio_client are imported: no telemetry, no version check
 
-import json, shutil, socket, sqlite3, struct, subprocess, sys, time, zlib
+import importlib.util, json, shutil, socket, sqlite3, struct, subprocess, sys, time, zlib
 from pathlib import Path
 
 import httpx
@@ -12,7 +12,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from foodvision.app import SpaceError, launch_app, make_app, ingest_feedback, read_feedback, write_space
+from foodvision.app import NOT_FOOD_TEXT, NOT_SURE_TEXT, SpaceError, launch_app, make_app, ingest_feedback, read_feedback, verdict, write_space
 from foodvision.store import Store
 from foodvision.synth import synth_jpeg, synth_store
 
@@ -327,3 +327,59 @@ def test_space_examples_come_only_from_the_store_images_folder(small_run, tmp_pa
         db.execute('UPDATE items SET file = ? WHERE id = ?', (os.path.relpath(secret, store.path), test.iloc[1].id))
     with pytest.raises(SpaceError, match=f"item '{test.iloc[1].id}'"): write_space(run, tmp_path/'edited', n_examples=99, onnx=False)
     assert not (tmp_path/'linked').exists() and not (tmp_path/'edited').exists()
+
+
+def test_space_publishes_the_gate_it_serves_with(small_run, tmp_path):
+    import torch
+    from foodvision.bundle import FeatureGate, feature_dim, load_bundle, save_gate
+    run, _ = small_run
+    bundle = run/'bundle'
+    save_gate(bundle, FeatureGate(torch.ones(9, feature_dim(load_bundle(bundle).model)), 0.4))
+    (bundle/'notes.txt').write_bytes(b'private')
+    space = write_space(run, tmp_path/'space', n_examples=0, onnx=False)
+    assert sorted(p.name for p in (space/'bundle').iterdir()) == ['config.json', 'gate.safetensors', 'model.safetensors']
+    assert make_app(space/'bundle', feedback_dir=tmp_path/'fb').foodvision.predictor.gate.max_distance == 0.4
+    (bundle/'gate.safetensors').write_bytes(b'\0' * 64)  # not the gate config.json describes
+    with pytest.raises(SpaceError, match="gate.safetensors: does not match config.json"): write_space(run, tmp_path/'space2', n_examples=0, onnx=False)
+    (bundle/'gate.safetensors').unlink()
+    with pytest.raises(SpaceError, match='missing, but config.json records a gate'): write_space(run, tmp_path/'space3', n_examples=0, onnx=False)
+
+
+# --- out of distribution: real photos that are not food ------------------------------------------------------------------------
+
+def ood_benchmark():
+    "benchmarks/ood.py: its real non-food photos (shipped by scikit-image, scikit-learn, matplotlib) and the app's answers to them."
+    spec = importlib.util.spec_from_file_location('ood_benchmark', Path(__file__).resolve().parents[1]/'benchmarks'/'ood.py')
+    module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def probe_run(tmp_path_factory):
+    "A demo-like run: tf_efficientnet_lite0 with its ImageNet weights, the head probed on 300 generated 64-px photos (~30 s on a CPU)."
+    from foodvision.train import TrainConfig, train_run
+    tmp = tmp_path_factory.mktemp('probe')
+    store = Store.create(tmp/'store')
+    synth_store(store, n=300, size=64, seed=0)
+    cfg = TrainConfig(schedule='probe', epochs=3, size=64, bs=32, lr=1e-2, num_workers=0, item_tfms='squish', aug=False)
+    return train_run(store, cfg, runs_dir=tmp/'runs', evaluate=False), store
+
+
+def test_the_gate_says_not_sure_to_real_non_food_photos_and_lets_generated_food_in(probe_run, tmp_path):
+    from foodvision.imaging import open_image_checked, to_rgb
+    from foodvision.infer import export_onnx, load_predictor
+    run, store = probe_run
+    ood = ood_benchmark()
+    photos = list(ood.real_non_food().values())
+    generated = [to_rgb(open_image_checked(p)) for p in store.items(split='test').path]
+    pred = load_predictor(run.bundle, backend='torch')
+    assert pred.gate is not None and pred.gate.n_valid == len(store.items(split='valid'))  # training fitted it
+    assert sum(r['known'] for r in pred.predict(generated)) >= 0.9 * len(generated)  # the price: a few of the generated photos
+    rows = pred.predict(photos)
+    answers = [verdict(r, pred.threshold) for r in rows]
+    assert sum(not r['known'] for r in rows) >= 7, [(r['label'], round(r['distance'], 3)) for r in rows]
+    assert all(a == NOT_SURE_TEXT for a, r in zip(answers, rows) if not r['known'])
+    assert sum(a not in (NOT_FOOD_TEXT, NOT_SURE_TEXT) for a in answers) <= 2, answers  # called a dish
+    bundle = Path(shutil.copytree(run.bundle, tmp_path/'bundle'))  # the same gate through ONNX Runtime, as the app serves it
+    export_onnx(bundle, sample_images=generated[:8] + photos)
+    assert [answer for _, answer, _, _ in ood.answers(bundle)] == answers and load_predictor(bundle).backend == 'onnx'

@@ -293,3 +293,129 @@ def test_a_huge_arch_in_the_config_is_refused_before_any_weight_is_allocated(sav
     text = str(e.value)
     assert text.startswith(str(folder/'model.safetensors')) and 'not the model in config.json' in text and '\n' not in text, text
     assert devices == ['meta']  # the config's model as names and shapes only: no memory, no initialisation
+
+
+# --- the gate: distance to the training photos ------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def gated(saved, tmp_path_factory):
+    "A copy of the good bundle with a gate fitted on its learner's training and validation images."
+    dest, learn = saved
+    folder = Path(shutil.copytree(dest, tmp_path_factory.mktemp('gated')/'bundle'))
+    gate = fb.fit_gate_on_items(load_bundle(folder), learn.dls.train_ds.items, learn.dls.valid_ds.items)
+    fb.save_gate(folder, gate)
+    return folder, gate, learn
+
+
+def test_gate_round_trip_and_threshold(gated):
+    folder, gate, learn = gated
+    b = load_bundle(folder)
+    assert b.config['gate']['sha256'] == fb._sha256(folder/'gate.safetensors') and b.config['gate']['n_valid'] == len(learn.dls.valid_ds)
+    assert torch.allclose(b.gate.centroids, gate.centroids, atol=1e-6) and b.gate.max_distance == gate.max_distance
+    assert torch.allclose(b.gate.centroids.norm(dim=1), torch.ones(len(b.vocab)))
+    assert fb.load_gate(folder).max_distance == gate.max_distance
+    images = valid_images(learn.dls)
+    distances = gate.distances(b.proba_and_features(b.preprocess(images))[1])
+    assert abs(float(torch.quantile(distances, 0.99)) - gate.max_distance) < 1e-6  # the threshold is the validation quantile
+    rows = b.predict(images)
+    assert [r['known'] for r in rows] == (distances <= gate.max_distance).tolist() and sum(r['known'] for r in rows) >= len(rows) - 1
+    assert max(abs(r['distance'] - d) for r, d in zip(rows, distances.tolist())) < 1e-6
+
+
+def test_a_bundle_without_a_gate_predicts_as_before(saved):
+    dest, learn = saved
+    b = load_bundle(dest)
+    assert b.gate is None and 'gate' not in b.config and fb.load_gate(dest) is None
+    assert all(r['distance'] is None and r['known'] is True for r in b.predict(valid_images(learn.dls)[:3]))
+
+
+def test_fit_gate_refuses_what_it_cannot_fit(saved):
+    dest, learn = saved
+    b = load_bundle(dest)
+    vocab, pool = list(b.vocab), valid_images(learn.dls)
+    images = [pool[i % len(pool)] for i in range(len(vocab))]  # one image per class
+    cases = [(dict(train_labels=vocab + vocab[:1]), f'{len(vocab)} training images but {len(vocab) + 1} labels'),
+             (dict(train_labels=vocab[:-1] + ['moon_cheese']), "training label 'moon_cheese' is not one of the bundle's classes"),
+             (dict(train_labels=vocab[:1] * len(vocab)), f"no training images of class '{vocab[1]}'"),
+             (dict(valid_images=[]), 'no validation images'),
+             (dict(quantile=0.0), r'quantile 0.0 is not in \(0, 1\]')]
+    for change, message in cases:
+        with pytest.raises(ValueError, match=message):
+            fb.fit_gate(b, **{**dict(train_images=images, train_labels=vocab, valid_images=pool), **change})
+
+
+def test_gate_loads_without_fastai_or_pickle(gated):
+    folder, gate, learn = gated
+    paths = [str(p) for p in learn.dls.valid.items.path[:4]]
+    r = subprocess.run([sys.executable, '-c', NO_FASTAI, str(folder), *paths], capture_output=True, text=True, timeout=180,
+                       env={**os.environ, 'TORCH_FORCE_WEIGHTS_ONLY_LOAD': '1'})
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    here = load_bundle(folder).predict([Image.open(p) for p in paths], top_k=3)
+    assert out['loaded'] == [] and [p['known'] for p in out['preds']] == [p['known'] for p in here]
+    assert max(abs(a['distance'] - b['distance']) for a, b in zip(out['preds'], here)) < 1e-6
+
+
+def test_a_failed_save_gate_leaves_the_bundle_without_a_gate_never_a_wrong_one(gated, tmp_path, monkeypatch):
+    folder, gate, _ = gated
+    copy = Path(shutil.copytree(folder, tmp_path/'bundle'))
+    replace = os.replace
+    def crash_on_gate(src, dst):  # the moment between dropping the old record and moving the new file in
+        if Path(dst).name == 'gate.safetensors': raise OSError('disk full')
+        return replace(src, dst)
+    monkeypatch.setattr(fb.os, 'replace', crash_on_gate)
+    with pytest.raises(OSError, match='disk full'): fb.save_gate(copy, fb.FeatureGate(gate.centroids.flip(0), 0.3))
+    monkeypatch.setattr(fb.os, 'replace', replace)
+    b = load_bundle(copy)
+    assert b.gate is None and 'gate' not in b.config and not [p for p in copy.iterdir() if p.name.startswith('.')]
+    fb.save_gate(copy, fb.FeatureGate(gate.centroids.flip(0), 0.3))  # and a retry succeeds
+    assert load_bundle(copy).gate.max_distance == 0.3
+
+
+def _gate_record(folder): return json.loads((folder/'config.json').read_text())['gate']
+
+def _rewrite_gate(tensors):
+    "Write `tensors` as the gate file and record its sha256, as a careless tool would."
+    def change(folder):
+        save_file(tensors, folder/'gate.safetensors')
+        _edit_config(gate={**_gate_record(folder), 'sha256': fb._sha256(folder/'gate.safetensors')})(folder)
+    return change
+
+def _edit_gate(**changes): return lambda folder: _edit_config(gate={**_gate_record(folder), **changes})(folder)
+
+N_CLASSES, N_FEATURES = len(SYNTH_CLASSES), 512  # resnet18's pooled features
+
+GATE_DAMAGE = {
+    'gate file missing': (lambda f: (f/'gate.safetensors').unlink(), 'gate.safetensors', 'missing, but config.json records a gate'),
+    'gate file replaced': (lambda f: save_file({'centroids': torch.ones(N_CLASSES, N_FEATURES)}, f/'gate.safetensors'), 'gate.safetensors', 'truncated or was replaced'),
+    'gate file truncated, hash updated': (lambda f: ((f/'gate.safetensors').write_bytes((f/'gate.safetensors').read_bytes()[:100]),
+                                                      _edit_gate(sha256=fb._sha256(f/'gate.safetensors'))(f)), 'gate.safetensors', 'not a readable safetensors file'),
+    'wrong feature width': (_rewrite_gate({'centroids': torch.ones(N_CLASSES, 64)}), 'gate.safetensors', f"shape [{N_CLASSES}, {N_FEATURES}]"),
+    'wrong class count': (_rewrite_gate({'centroids': torch.ones(3, N_FEATURES)}), 'gate.safetensors', "'centroids' [3, 512] F32"),
+    'half precision': (_rewrite_gate({'centroids': torch.ones(N_CLASSES, N_FEATURES).half()}), 'gate.safetensors', 'F16'),
+    'extra tensor': (_rewrite_gate({'centroids': torch.ones(N_CLASSES, N_FEATURES), 'payload': torch.zeros(4)}), 'gate.safetensors', "'payload' [4] F32"),
+    'no tensors': (_rewrite_gate({}), 'gate.safetensors', 'holds no tensors'),
+    'NaN centroids': (_rewrite_gate({'centroids': torch.full((N_CLASSES, N_FEATURES), float('nan'))}), 'gate.safetensors', 'finite and non-zero'),
+    'zero centroid': (_rewrite_gate({'centroids': torch.zeros(N_CLASSES, N_FEATURES)}), 'gate.safetensors', 'finite and non-zero'),
+    'NaN max_distance': (_edit_gate(max_distance=float('nan')), 'config.json', 'gate max_distance nan is not a cosine distance'),
+    'infinite max_distance': (_edit_gate(max_distance=float('inf')), 'config.json', 'gate max_distance inf is not a cosine distance'),
+    'max_distance a string': (_edit_gate(max_distance='0.5'), 'config.json', 'gate max_distance 0.5 is not a cosine distance'),
+    'gate file elsewhere': (_edit_gate(file='../../etc/passwd'), 'config.json', "gate file '../../etc/passwd' is not 'gate.safetensors'"),
+    'sha256 not hex': (_edit_gate(sha256='x' * 64), 'config.json', 'gate sha256 is not a SHA-256 hex digest'),
+    'negative count': (_edit_gate(n_valid=-1), 'config.json', 'gate n_valid is not a count'),
+    'quantile out of range': (_edit_gate(quantile=1.5), 'config.json', 'gate quantile is not in (0, 1]'),
+    'gate not a dict': (_edit_config(gate=[0.5]), 'config.json', 'gate must have exactly the keys'),
+    'extra key': (_edit_gate(url='http://example.com/gate'), 'config.json', 'gate must have exactly the keys'),
+}
+
+
+@pytest.mark.parametrize('case', list(GATE_DAMAGE))
+def test_damaged_gate_fails_with_one_line_naming_the_file(gated, tmp_path, case):
+    folder, _, _ = gated
+    change, file, message = GATE_DAMAGE[case]
+    copy = Path(shutil.copytree(folder, tmp_path/'bundle'))
+    change(copy)
+    for load in (load_bundle, fb.load_gate):
+        with pytest.raises(BundleError) as e: load(copy)
+        text = str(e.value)
+        assert text.startswith(str(copy/file)) and message in text and '\n' not in text, text

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFilter
 
-import foodvision.train
+import foodvision.weights
 from foodvision.find import (FOLDER_COLUMNS, duplicate_issues, duplicate_pairs, embedding_oof_probs, find_issues_in_folder,
                              image_fingerprints, image_stats, label_scores, low_quality_issues, precision_at_n, quality_defects)
 from foodvision.store import Store
 from foodvision.synth import synth_image, synth_jpeg, synth_store
-from foodvision.train import TrainError
+from foodvision.weights import WeightsError
 
 CLASSES = ('pizza', 'sushi', 'donut', 'salad')
 
@@ -46,10 +46,10 @@ def test_folder_contract(image_folder, tmp_path, capsys):
 
 
 def test_folder_pretrained_fails_fast_offline(image_folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(foodvision.train, '_hub_reachable', lambda *a, **k: False)
-    monkeypatch.setattr(foodvision.train, '_hub_cached', lambda *a, **k: False)
+    monkeypatch.setattr(foodvision.weights, 'hub_reachable', lambda *a, **k: False)
+    monkeypatch.setattr(foodvision.weights, 'hub_cached', lambda *a, **k: False)
     start = time.monotonic()
-    with pytest.raises(TrainError, match='--no-pretrained'):
+    with pytest.raises(WeightsError, match='--no-pretrained'):
         find_issues_in_folder(image_folder, tmp_path/'x.csv', arch='resnet18', size=32, epochs=1, folds=2, progress=False)
     assert time.monotonic() - start < 10 and not (tmp_path/'x.csv').exists()
 
@@ -116,3 +116,15 @@ def test_flagged_precision_on_separable_features():
     assert len(flagged & wrong) / len(flagged) > 0.8 and len(flagged & wrong) > 0.7 * len(wrong)
     hits = scores.is_issue.to_numpy() & (given != true)
     assert (scores.suggested_label[hits] == np.array(vocab)[true[hits]]).mean() > 0.9  # the suggestion is the true class
+
+
+def test_folder_default_runs_pretrained_offline(image_folder, tmp_path):
+    import os, subprocess, sys
+    from pathlib import Path
+    fv = str(Path(sys.executable).with_name('foodvision'))
+    r = subprocess.run([fv, 'find-issues', str(image_folder), '--out', str(tmp_path/'issues.csv')], capture_output=True, text=True,
+                       timeout=600, env={**os.environ, 'HF_HUB_OFFLINE': '1'})
+    assert r.returncode == 0, r.stderr[-2000:]
+    csv = pd.read_csv(tmp_path/'issues.csv', keep_default_na=False)
+    assert list(csv.columns) == FOLDER_COLUMNS and len(csv) == 48
+    assert csv.label_quality.is_monotonic_increasing

@@ -1,5 +1,5 @@
 """Serving: ONNX export with parity against PyTorch, damaged ONNX files, backend choice, predict over folders, CLI output."""
-import io, json, shutil, struct, subprocess, sys, zlib
+import io, json, re, shutil, struct, subprocess, sys, zlib
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import foodvision.infer as fi
-from foodvision.bundle import BundleError, build_model, read_config, save_bundle
+from foodvision.bundle import (BundleError, FeatureGate, build_model, fit_gate_on_items, load_bundle, read_config, save_bundle, save_gate,
+                               update_config)
 from foodvision.imaging import open_image_checked
 from foodvision.infer import (ONNX_FILE, check_onnx_parity, export_onnx, export_onnx_command, load_predictor, predict,
                               predict_command)
@@ -61,7 +62,7 @@ def test_export_writes_checked_recorded_onnx(run_dir):
     bundle = run_dir/'bundle'
     proto = onnx.load(str(bundle/ONNX_FILE))
     onnx.checker.check_model(proto)
-    assert [i.name for i in proto.graph.input] == ['pixels'] and [o.name for o in proto.graph.output] == ['logits']
+    assert [i.name for i in proto.graph.input] == ['pixels'] and [o.name for o in proto.graph.output] == ['logits', 'features']
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # a named, dynamic batch axis
     config = read_config(bundle)
     record = config['onnx']
@@ -115,7 +116,7 @@ def test_legacy_exporter_and_opset(run_dir, test_images, tmp_path):
 def test_config_rewrite_keeps_every_key(run_dir, tmp_path):
     bundle = copy_bundle(run_dir, tmp_path)
     before = json.loads((bundle/'config.json').read_text())
-    fi._write_config(bundle, None)
+    update_config(bundle, 'onnx', None)
     after = json.loads((bundle/'config.json').read_text())
     assert after == {k: v for k, v in before.items() if k != 'onnx'} and list(before)[:-1] == list(after)
 
@@ -139,16 +140,16 @@ def test_garbage_onnx_with_matching_record_is_a_clear_error(run_dir, tmp_path):
     "Even when the record was rewritten to match, a file ONNX Runtime cannot load fails with one line naming it."
     bundle = copy_bundle(run_dir, tmp_path)
     (bundle/ONNX_FILE).write_bytes(b'\x08\x07garbage' * 100)
-    fi._write_config(bundle, {**read_config(bundle)['onnx'], 'sha256': fi._sha256(bundle/ONNX_FILE)})
+    update_config(bundle, 'onnx', {**read_config(bundle)['onnx'], 'sha256': fi._sha256(bundle/ONNX_FILE)})
     assert 'not a loadable ONNX model' in one_line_error(bundle)
 
 
 def test_unrecorded_or_stale_onnx_is_refused(run_dir, tmp_path):
     bundle = copy_bundle(run_dir, tmp_path)
     record = read_config(bundle)['onnx']
-    fi._write_config(bundle, None)
+    update_config(bundle, 'onnx', None)
     assert 'not recorded' in one_line_error(bundle)
-    fi._write_config(bundle, {**record, 'weights_sha256': '0' * 64})
+    update_config(bundle, 'onnx', {**record, 'weights_sha256': '0' * 64})
     assert 'other weights' in one_line_error(bundle)
 
 
@@ -162,7 +163,7 @@ def test_auto_picks_onnx_when_present(run_dir, tmp_path, test_images):
     with pytest.raises(BundleError, match='export-onnx'): load_predictor(plain, backend='onnx')
     with pytest.raises(ValueError, match='backend'): load_predictor(plain, backend='tflite')
     r = auto.predict(test_images[0], top_k=3)[0]
-    assert set(r) == {'label', 'prob', 'top_k', 'sure'} and len(r['top_k']) == 3 and r['top_k'][0] == (r['label'], r['prob'])
+    assert set(r) == {'label', 'prob', 'top_k', 'sure', 'distance', 'known'} and len(r['top_k']) == 3 and r['top_k'][0] == (r['label'], r['prob'])
     assert r['sure'] == (r['prob'] >= 0.5)
 
 
@@ -202,7 +203,7 @@ def test_predict_folder_reports_bad_files_and_goes_on(run_dir, photos):
     good, broken, bomb, good2, raw = results
     assert 'not a decodable image' in broken['error'] and 'decompression bomb' in bomb['error']
     assert set(broken) == set(bomb) == {'path', 'error'}
-    assert set(good) == set(good2) == {'path', 'label', 'prob', 'top_k', 'sure'} and len(good['top_k']) == 2
+    assert set(good) == set(good2) == {'path', 'label', 'prob', 'top_k', 'sure', 'distance', 'known'} and len(good['top_k']) == 2
     assert raw['label'] == good['label'] and abs(raw['prob'] - good['prob']) < 1e-6
     assert predict(run_dir, photos/'missing.jpg')[0]['error'] == 'no such file or folder'
 
@@ -236,3 +237,71 @@ def test_export_command_without_store_uses_noise(run_dir, tmp_path):
     bundle = copy_bundle(run_dir, tmp_path)  # a bundle alone: no run config beside it
     images, what = fi._check_images(bundle, 5)
     assert len(images) == 5 and 'random-noise' in what and images[0].size != (32, 32)
+
+
+# --- a bundle with a gate -----------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def gated_dir(run_dir, tmp_path_factory):
+    "A copy of the run's bundle (with its ONNX export) and a gate fitted on its store's training and validation images."
+    bundle = Path(shutil.copytree(run_dir/'bundle', tmp_path_factory.mktemp('gated')/'bundle'))
+    store = Store(json.loads((run_dir/'config.json').read_text())['store'])
+    save_gate(bundle, fit_gate_on_items(load_bundle(bundle), store.items(split='train'), store.items(split='valid')))
+    return bundle
+
+
+def test_both_backends_measure_the_same_gate_distance(gated_dir, test_images):
+    onnx_p, torch_p = load_predictor(gated_dir, bs=3), load_predictor(gated_dir, backend='torch')
+    assert onnx_p.backend == 'onnx' and onnx_p.gate.max_distance == torch_p.gate.max_distance
+    a, b = onnx_p.predict(test_images), torch_p.predict(test_images)
+    assert [r['known'] for r in a] == [r['known'] for r in b]
+    assert max(abs(x['distance'] - y['distance']) for x, y in zip(a, b)) < 1e-5
+    p = check_onnx_parity(gated_dir, test_images)
+    assert p['ok'] and p['max_feature_diff'] < 1e-5
+
+
+def test_export_refuses_when_the_features_disagree(run_dir, test_images, tmp_path, monkeypatch):
+    "An exporter bug in the features alone: every probability and top class agrees, and the export is still refused."
+    bundle = copy_bundle(run_dir, tmp_path)
+    def sloppy_export(model, size, dest, opset=None, dynamo=True):  # the real graph, plus 1 on one pooled feature
+        proto = onnx.load(str(run_dir/'bundle'/ONNX_FILE))
+        last = next(n for n in proto.graph.node if 'features' in n.output)
+        last.output[list(last.output).index('features')] = 'raw'
+        shift = np.zeros(512, dtype=np.float32); shift[1] = 1.0
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(shift, 'shift'))
+        proto.graph.node.append(onnx.helper.make_node('Add', ['raw', 'shift'], ['features']))
+        onnx.save(proto, str(dest))
+    monkeypatch.setattr(fi, '_torch_export', sloppy_export)
+    with pytest.raises(BundleError, match='disagrees with PyTorch') as e: export_onnx(bundle, sample_images=test_images[:4])
+    msg = str(e.value)
+    prob_diff, feature_diff = (float(re.search(rf'max \|{what} difference\| (\S+?),? ', msg).group(1)) for what in ('prob', 'unit feature'))
+    assert 'top-1 agreement 4/4' in msg and prob_diff < 1e-5 and feature_diff > 0.1, msg
+    assert not (bundle/ONNX_FILE).exists() and 'onnx' not in read_config(bundle)
+
+
+def test_an_onnx_file_without_features_cannot_serve_a_gate(gated_dir, tmp_path, test_images):
+    bundle = Path(shutil.copytree(gated_dir, tmp_path/'old'))
+    proto = onnx.load(str(bundle/ONNX_FILE))
+    del proto.graph.output[1]  # a graph as exported before the gate existed: logits only
+    onnx.save(proto, str(bundle/ONNX_FILE))
+    record = {**read_config(bundle)['onnx'], 'sha256': fi._sha256(bundle/ONNX_FILE)}
+    update_config(bundle, 'onnx', record)
+    assert 'gives no features' in one_line_error(bundle)
+    update_config(bundle, 'onnx', {k: v for k, v in record.items() if k != 'features'})
+    assert 'exported without the features' in one_line_error(bundle)
+    update_config(bundle, 'gate', None)  # without a gate, the old graph serves as before
+    p = load_predictor(bundle)
+    r = p.predict(test_images[0])[0]
+    assert p.backend == 'onnx' and p.gate is None and r['known'] is True and r['distance'] is None
+
+
+def test_outside_the_gate_in_command_output(gated_dir, tmp_path, photos):
+    bundle = Path(shutil.copytree(gated_dir, tmp_path/'strict'))
+    save_gate(bundle, FeatureGate(load_predictor(bundle).gate.centroids, 0.0))  # a gate that lets nothing in
+    out = io.StringIO()
+    assert predict_command(bundle, [str(photos/'a_good.jpg')], out=out) == 0
+    assert '(unlike the training photos: distance 0.' in out.getvalue()
+    out = io.StringIO()
+    predict_command(bundle, [str(photos/'a_good.jpg')], as_json=True, out=out)
+    row = json.loads(out.getvalue())
+    assert row['known'] is False and 0 < row['distance'] <= 2 and row['distance'] == round(row['distance'], 6)

