@@ -257,7 +257,7 @@ def fit_probe(learn, n_epochs:int, cbs=(), **kwargs):
     train_x, train_y = _pooled_features(learn, learn.dls.train_ds.items, learn.dls.bs)
     valid_x, valid_y = _pooled_features(learn, learn.dls.valid_ds.items, learn.dls.bs)
     dls = DataLoaders.from_dsets(TensorDataset(train_x, train_y), TensorDataset(valid_x, valid_y), bs=learn.dls.bs,
-                                 device=learn.dls.device, shuffle=True)
+                                 device=learn.dls.device)  # fastai's defaults: the training set shuffled, the validation set in order
     head = learn.model[1][2:]  # after the pooling: BatchNorm, Dropout, Linear, ReLU, ..., Linear (trained in place)
     probe = Learner(dls, head, loss_func=learn.loss_func, opt_func=learn.opt_func, metrics=learn.metrics)
     with probe.no_bar(), probe.no_logging(): probe.fit_one_cycle(n_epochs, cbs=list(cbs), **kwargs)  # seconds: metrics.csv has them
