@@ -22,7 +22,7 @@ demo: venv
 # The browser test drives Debian's chromium (never a downloaded browser build); install it when we can.
 browser:
 	@command -v chromium >/dev/null || test -x /usr/bin/chromium || \
-	  { if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q --no-install-recommends chromium; \
 	    else echo "note: install Debian's chromium (apt-get install chromium) to run the browser test; it is skipped without it"; fi; }
 
 # Fails if the library is out of sync with the notebooks or notebooks carry outputs they should not,
@@ -33,8 +33,9 @@ test: venv browser
 	OMP_NUM_THREADS=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/nbdev-test --n-workers 2 --timing
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
+# nbs/ is the source of everything in foodvision/: the modules (nbdev-export) and the packaged dashboard (package_data.py)
 sync: venv
-	$(BIN)/nbdev-export && $(BIN)/nbdev-clean && $(BIN)/python scripts/make_readme.py
+	$(BIN)/nbdev-export && $(BIN)/nbdev-clean && $(BIN)/python scripts/package_data.py && $(BIN)/python scripts/make_readme.py
 
 readme: venv
 	$(BIN)/python scripts/make_readme.py

@@ -127,7 +127,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     warnings.filterwarnings('ignore')
     if args.threads: torch.set_num_threads(args.threads)
-    from foodvision.train import resolve_device, resolve_precision
+    from foodvision.batches import resolve_device
+    from foodvision.train import resolve_precision
     device = resolve_device(args.device); precision = resolve_precision(device)
     channels_last = device.type == 'cuda'
     warmup = args.warmup if args.warmup is not None else (10 if device.type == 'cuda' else 3) + (5 if args.compile else 0)

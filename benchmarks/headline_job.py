@@ -50,8 +50,10 @@ def main(argv=None):
     warnings.filterwarnings('ignore')
     import torch
     from fastai.callback.core import Callback
-    from foodvision.data import available_cpus
-    from foodvision.train import TrainConfig, resolve_device, train_run
+    from foodvision.batches import available_cpus
+    from foodvision.batches import resolve_device
+    from foodvision.run import run_config
+    from foodvision.train import TrainConfig, train_run
 
     class Clock(Callback):
         "Wall-clock marks: first training batch, end of each epoch's training and validation."
@@ -110,7 +112,7 @@ def main(argv=None):
     print('| arch | train + valid photos | px | epochs | batch | precision | compile | device | wall s | train img/s | valid acc | under 120 s |')
     print('|---|---|---:|---:|---:|---|---|---|---:|---:|---:|---|')
     print(f"| {args.arch} | {n_train:,} + {counts.get('valid', 0):,} ({w}x{h} JPEG) | {args.size} | {args.epochs} | {args.bs} | "
-          f"{run.config['precision']} | {'yes' if args.compile else 'no'} | {name} | {wall:.1f} | {ips:.0f} | "
+          f"{run_config(run)['precision']} | {'yes' if args.compile else 'no'} | {name} | {wall:.1f} | {ips:.0f} | "
           f"{float(last.get('accuracy', 'nan')):.3f} | {verdict} |")
     return 0
 

@@ -6,10 +6,11 @@ number of loader processes; decoding, resizing and normalisation are included.
 
 - ours, evaluation: `foodvision.evaluate.predict_paths(bundle, paths, bs, num_workers)`, what `evaluate_run` calls: the
   bundle's own preprocessing per image, then class probabilities on the CPU;
-- ours, embeddings: `foodvision.find.embed_paths(paths, bundle_embedder(bundle), bs, num_workers)`, what label-issue finding
+- ours, embeddings: `foodvision.similar.embed_paths(paths, bundle_embedder(bundle), bs, num_workers)`, what label-issue finding
   calls: the body and pooling of the same model, features to numpy;
-- on a GPU both of ours run in bf16 autocast with channels_last (`load_bundle(device='cuda')`), so the like-for-like plain
-  loop there is `--plain-amp`;
+- both of ours are `foodvision.batches.map_batches`, the one batch loop of training, evaluation, finding and serving; on a
+  GPU it runs in bf16 autocast with channels_last (`load_bundle(device='cuda')`), so the like-for-like plain loop there is
+  `--plain-amp`;
 - plain: a `torch.utils.data.DataLoader` over the files (Pillow decode, the same validation resize, uint8 tensors), the
   batch normalised on the device, `model(x)` under `torch.inference_mode()`, softmax (or the pooled features) to the CPU.
   With `--plain-amp` (GPU) the plain loop also uses bf16 autocast and channels_last, as a hand-written GPU loop would.
@@ -84,9 +85,9 @@ def main(argv=None):
     if args.threads: torch.set_num_threads(args.threads)
     from foodvision.bundle import build_model, load_bundle, save_bundle
     from foodvision.evaluate import predict_paths
-    from foodvision.find import _body_and_pool, bundle_embedder, embed_paths
-    from foodvision.synth import SYNTH_CLASSES
-    from foodvision.train import resolve_device
+    from foodvision.similar import _body_and_pool, bundle_embedder, embed_paths
+    from foodvision.draw import SYNTH_CLASSES
+    from foodvision.batches import resolve_device
     from foodvision.weights import norm_stats
 
     device = resolve_device(args.device)

@@ -5,7 +5,7 @@ of a generated store — or, with `--data digits`, on scikit-learn's 1,797 scann
 this project; 8x8 pixels shown at `--size`) with 20% symmetric noise — it compares:
   (a) fastai's in-sample top-loss order: the loss of a model trained on all the noisy training data, on that same data
       (flagged set: the items it mispredicts);
-  (b) foodvision's out-of-sample ranking (`foodvision.find`): the embedding route (the run's features + K-fold logistic
+  (b) foodvision's out-of-sample ranking (`foodvision.scores`): the embedding route (the run's features + K-fold logistic
       regression) and the fine-tune route (K models trained with `food_learner`), flagged by confident learning;
   (c) `cleanlab.filter.find_label_issues` (default settings, ranked by self-confidence) on the same out-of-sample
       probabilities (precision@N from cleanlab's default label-quality score).
@@ -15,7 +15,7 @@ Usage: python benchmarks/label_issues.py [--n 1500] [--size 64] [--arch test_res
                                          [--noise symmetric,pair] [--routes embedding,finetune] [--pretrained] [--data synth|digits]
 With --pretrained every model starts from the packaged ImageNet weights of tf_efficientnet_lite0 (the default `--arch` then):
 (a) and the fine-tune route train a head on the frozen features at `--train-size` (schedule 'probe'), and the embedding
-route uses the pretrained features (`foodvision.find.timm_embedder`), which never saw the noisy labels.
+route uses the pretrained features (`foodvision.similar.timm_embedder`), which never saw the noisy labels.
 CPU, 2 cores: about 25 minutes with the defaults (most of it the K fine-tune trainings; `--routes embedding` takes about 8). Prints a Markdown table.
 """
 import argparse
@@ -45,11 +45,12 @@ def flagged_stats(flagged_ids, wrong):
 def in_sample(items, held, train_rows, vocab, cfg):
     "(a) Train on all the noisy training data (the valid tier held out, as a run does), score that same data: loss order and mispredictions."
     from fastai.torch_core import set_seed
-    from foodvision.find import fit_config, fold_learner
+    from foodvision.scores import fold_learner
+    from foodvision.train import fit_phases
     set_seed(cfg.seed, reproducible=True)
     learn = fold_learner(items, held, vocab, cfg)
     with learn.no_bar(), learn.no_logging():
-        fit_config(learn, cfg)
+        fit_phases(learn, cfg)
         probs, _ = learn.get_preds(dl=learn.dls.test_dl(train_rows))
     probs = probs.numpy()
     y = np.array([vocab.index(l) for l in train_rows.label])
@@ -60,7 +61,7 @@ def in_sample(items, held, train_rows, vocab, cfg):
 
 def ours(probs, items, vocab, method='blend'):
     "(b) foodvision's ranking (label quality ascending, by `method`) and confident-learning flags."
-    from foodvision.find import label_scores
+    from foodvision.scores import label_scores
     s = label_scores(probs, items.label, vocab, method)
     return items.id.to_numpy()[np.argsort(s.label_quality.to_numpy(), kind='stable')], items.id[s.is_issue.to_numpy()]
 
@@ -94,8 +95,9 @@ def digits_store(store, size, noise, seed):
 
 
 def run_setting(kind, args, tmp):
-    from foodvision.find import (embed_paths, embedding_oof_probs, finetune_oof_probs, learner_embedder, precision_at_n,
-                                 timm_embedder)
+    from foodvision.issues import precision_at_n
+    from foodvision.scores import embedding_oof_probs, finetune_oof_probs
+    from foodvision.similar import embed_paths, learner_embedder, timm_embedder
     from foodvision.store import Store
     from foodvision.synth import synth_store
     from foodvision.train import TrainConfig

@@ -1,6 +1,6 @@
 """Loader throughput alone: images/s of foodvision's training DataLoader (decode + crop/resize + augment), stock vs fast.
 
-The store is filled with generated photos of realistic size and weight: a synthetic food scene (`foodvision.synth`) upscaled to
+The store is filled with generated photos of realistic size and weight: a synthetic food scene (`foodvision.draw`) upscaled to
 `--photo` (default 512x384) with sensor noise, saved as JPEG quality 90, about 48 KB at 512x384, so decoding costs what a real
 photo's would. Both sides iterate `food_dls(...).train` over the same store with the same size, batch size, worker count and
 device; the only difference is `fast`:
@@ -32,7 +32,7 @@ def photo_jpeg(label:str, seed:int, index:int, w:int=512, h:int=384, quality:int
     "A synthetic food photo of class `label`, `w` x `h`, with sensor noise, as JPEG bytes (same arguments, same bytes)."
     import numpy as np
     from PIL import Image
-    from foodvision.synth import synth_image
+    from foodvision.draw import synth_image
     rng = np.random.default_rng([seed, index, 7])
     im = synth_image(label, seed, index, size=128).resize((w, h), Image.Resampling.BICUBIC)
     a = np.asarray(im, dtype=np.float32) + rng.standard_normal((h, w, 3), dtype=np.float32) * 5
@@ -49,7 +49,7 @@ def photo_store(path, n:int, w:int=512, h:int=384, splits=(0.85, 0.15, 0.0), see
     from multiprocessing import get_context
     import numpy as np
     from foodvision.store import Store
-    from foodvision.synth import SYNTH_CLASSES
+    from foodvision.draw import SYNTH_CLASSES
     store = Store.create(path, exist_ok=True)
     have = len(store.items(status=None))
     if have >= n: return store
@@ -91,7 +91,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     warnings.filterwarnings('ignore')
     import torch
-    from foodvision.data import available_cpus, food_dls
+    from foodvision.batches import available_cpus
+    from foodvision.data import food_dls
 
     w, h = (int(v) for v in args.photo.lower().split('x'))
     work = Path(args.store) if args.store else Path(tempfile.mkdtemp(prefix='fv-loader-'))

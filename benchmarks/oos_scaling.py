@@ -1,4 +1,4 @@
-"""How the time of the two out-of-sample routes of `foodvision.find` grows with the number of items.
+"""How the time of the two out-of-sample routes of `foodvision.scores` grows with the number of items.
 
 - embedding route: `embed_paths` (resnet18 body + pooling, random weights: the same compute as a run's bundle) followed by
   `embedding_oof_probs` (K-fold logistic regression, C chosen from `C_GRID` by held-out log-loss, as `find_issues` does);
@@ -31,7 +31,8 @@ def sample_items(store, n:int, seed:int=0):
 
 
 def embedding_route(items, vocab, size:int, folds:int, C=None, bs:int=64)->dict:
-    from foodvision.find import embed_paths, embedding_oof_probs, timm_embedder
+    from foodvision.scores import embedding_oof_probs
+    from foodvision.similar import embed_paths, timm_embedder
     t0 = time.perf_counter()
     feats = embed_paths(items.path, timm_embedder('resnet18', pretrained=False, size=size), bs)
     t1 = time.perf_counter()
@@ -42,7 +43,7 @@ def embedding_route(items, vocab, size:int, folds:int, C=None, bs:int=64)->dict:
 
 
 def finetune_route(items, vocab, size:int, folds:int, epochs:int)->dict:
-    from foodvision.find import finetune_oof_probs
+    from foodvision.scores import finetune_oof_probs
     from foodvision.train import TrainConfig
     cfg = TrainConfig(arch='resnet18', size=size, epochs=epochs, pretrained=False, bs=64, num_workers=0, device='cpu', seed=0)
     t0 = time.perf_counter()

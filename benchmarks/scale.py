@@ -1,10 +1,10 @@
 """The engine at scale: store import, version hash, status, diff, the most-wrong and label-quality queries, and the cleaner's
 paging, each timed on a store of N small generated images (default 100,000 at 32 px).
 
-Images: a few hundred `foodvision.synth` renders, each written many times with a different stamp (a few pixels encoding the
+Images: a few hundred `foodvision.draw` renders, each written many times with a different stamp (a few pixels encoding the
 file's number and a brightness shift), so every file is a distinct, decodable PNG and the store keeps all of them.
 The evaluation and issues tables are synthesised with the right columns (random but realistic probabilities through
-`prediction_table`, `label_scores` and the `find` rankings) rather than by running a model on 100k images.
+`prediction_table`, `label_scores` and the `foodvision.issues` rankings) rather than by running a model on 100k images.
 
 Usage: python benchmarks/scale.py [--n 100000] [--root /tmp/scale] [--steps gen,import,store,queries,cleaner] [--size 32]
 Prints one Markdown table row per measurement (seconds, and RSS in MB where it matters). Nothing here asserts a time.
@@ -53,7 +53,7 @@ def timed(what, note=''):
 def generate(src:Path, n:int, size:int, variants:int=48, seed:int=0):
     "N distinct PNGs in an ImageFolder with tiers: src/<split>/<label>/<i>.png (70/15/15, classes in turn)."
     from PIL import Image
-    from foodvision.synth import SYNTH_CLASSES, synth_image
+    from foodvision.draw import SYNTH_CLASSES, synth_image
     bases = {c: [np.asarray(synth_image(c, seed, k, size), dtype=np.int16) for k in range(variants)] for c in SYNTH_CLASSES}
     rng = np.random.default_rng(seed)
     splits = rng.choice(['train', 'valid', 'test'], size=n, p=[0.7, 0.15, 0.15])
@@ -74,8 +74,9 @@ def store_steps(store, root:Path, n:int):
     with timed('version() — first call') as t: v1 = store.version(); t['note'] = snapshot_note(n0, store)
     with timed('version() — unchanged store'): store.version()
     with timed('summary() + format_summary (status without runs)'): format_summary(store.summary())
-    runs = root/'runs'; fake = runs/'fake-run'; fake.mkdir(parents=True, exist_ok=True)
-    (fake/'config.json').write_text(json.dumps(dict(run_id='fake-run', arch='resnet18', dataset_version=v1, epochs=1, size=32,
+    from foodvision.run import Run
+    runs = root/'runs'; fake = Run(runs/'fake-run'); fake.path.mkdir(parents=True, exist_ok=True)
+    fake.config_file.write_text(json.dumps(dict(run_id='fake-run', arch='resnet18', dataset_version=v1, epochs=1, size=32,
                                                     store=str(store.path), started_at='2000-01-01T00:00:00+00:00')))
     with timed('status CLI path in-process: cli.main([status, STORE, --runs, RUNS]), one run'), contextlib.redirect_stdout(io.StringIO()):
         cli_main(['status', str(store.path), '--runs', str(runs)])
@@ -131,54 +132,57 @@ def table_steps(store, root:Path):
     import pandas as pd
     import torch
     from foodvision.evaluate import prediction_table, load_predictions
-    from foodvision import cleaner as C
-    from foodvision import find as F
-    run = root/'runs'/'fake-run'; (run/'eval').mkdir(parents=True, exist_ok=True)
-    for f in ('issues.parquet', 'issues.csv'): (run/f).unlink(missing_ok=True)
+    from foodvision.issues import flagged_label_fixes, issues_table, load_issues, most_wrong, ranked, top_losses, write_issues
+    from foodvision.run import Run
+    from foodvision.scores import label_quality_issues, label_scores
+    run = Run(root/'runs'/'fake-run'); run.eval_dir.mkdir(parents=True, exist_ok=True)
+    if not run.config_file.is_file(): run.config_file.write_text(json.dumps(dict(run_id=run.id, store=str(store.path))))  # without `store`
+    for suffix in ('.parquet', '.csv'): run.issues_file(suffix).unlink(missing_ok=True)
     items = store.items(); vocab = sorted(items.label.unique())
     probs = synth_probs(items.label, vocab)
     with timed(f'prediction_table over {len(items)} items (evaluation table from probabilities)'):
         table = prediction_table(items, torch.from_numpy(probs), vocab)
-    for s in ('train', 'valid', 'test'): table[table.split == s].to_parquet(run/'eval'/f'predictions-{s}.parquet', index=False)
+    for s in ('train', 'valid', 'test'): table[table.split == s].to_parquet(run.predictions_file(s), index=False)
     with timed('load evaluation tables (3 parquet files)'):
         table = pd.concat([load_predictions(run, s) for s in ('train', 'valid', 'test')], ignore_index=True)
-    with timed('most-wrong query: find.most_wrong(table)') as t: mw = F.most_wrong(table); t['note'] = f"{len(mw)} rows"
-    with timed('most-wrong query, top 100: find.most_wrong(table, 100)'): F.most_wrong(table, 100)
-    with timed('top-loss query: find.top_losses(table)'): tl = F.top_losses(table)
-    with timed("cleaner.load_issues(run) without issues.parquet (rankings from the evaluation)") as t:
-        q = C.load_issues(run); t['note'] = f"{len(q)} rows"
+    with timed('most-wrong query: issues.most_wrong(table)') as t: mw = most_wrong(table); t['note'] = f"{len(mw)} rows"
+    with timed('most-wrong query, top 100: issues.most_wrong(table, 100)'): most_wrong(table, 100)
+    with timed('top-loss query: issues.top_losses(table)'): tl = top_losses(table)
+    with timed("issues.load_issues(run) without an issues file (rankings from the evaluation)") as t:
+        q = load_issues(run); t['note'] = f"{len(q)} rows"
     scored = items.split.isin(['train', 'valid']).to_numpy()
     oof = synth_probs(items.label[scored], vocab, acc=0.75, seed=1)
     with timed(f'label_scores over {int(scored.sum())} items (3 scores + confident learning)'):
-        scores = F.label_scores(oof, items.label[scored], vocab)
-    with timed('label-quality ranking: label_quality_issues'): lq = F.label_quality_issues(items.id[scored], scores)
+        scores = label_scores(oof, items.label[scored], vocab)
+    with timed('label-quality ranking: label_quality_issues'): lq = label_quality_issues(items.id[scored], scores)
     rng = np.random.default_rng(2)
-    low = F.ranked('low_quality', pd.DataFrame(dict(item_id=items.id, score=np.where(rng.random(len(items)) < 0.01, rng.random(len(items)), 0.0),
+    low = ranked('low_quality', pd.DataFrame(dict(item_id=items.id, score=np.where(rng.random(len(items)) < 0.01, rng.random(len(items)), 0.0),
                                                     is_issue=False)))
     with timed('issues_table (5 rankings joined with items and evaluation)') as t:
-        issues = F.issues_table([mw, tl, lq, F.ranked('duplicates', pd.DataFrame(columns=['item_id', 'score', 'is_issue'])), low], items, table)
+        issues = issues_table([mw, tl, lq, ranked('duplicates', pd.DataFrame(columns=['item_id', 'score', 'is_issue'])), low], items, table)
         t['note'] = f"{len(issues)} rows"
-    with timed('write issues.parquet + issues.csv'):
-        for name in ('issues.parquet', 'issues.csv'): F._write_atomic(issues, run/name)
-    with timed("label-quality query: find.load_issues(run, 'label_quality')") as t:
-        lqq = F.load_issues(run, 'label_quality'); t['note'] = f"{len(lqq)} rows"
-    with timed('find.load_issues(run) — whole issues table'): F.load_issues(run)
+    with timed('write_issues: the issues file (parquet) + its CSV twin, checked'): write_issues(issues, run)
+    with timed("label-quality query: issues.load_issues(run, ranking='label_quality')") as t:
+        lqq = load_issues(run, ranking='label_quality'); t['note'] = f"{len(lqq)} rows"
+    with timed('issues.load_issues(run) — whole issues table, checked'): load_issues(run)
     with timed('flagged_label_fixes(issues) (label quality, score ≥ 0.5)') as t:
-        fixes = F.flagged_label_fixes(lqq); t['note'] = f"{len(fixes)} fixes"
-    with timed('cleaner.load_issues(run) — issues.parquet, checked'): C.load_issues(run)
-    return run
+        fixes = flagged_label_fixes(lqq); t['note'] = f"{len(fixes)} fixes"
+    return run.path
 
 
 # --- cleaner ----------------------------------------------------------------------------------------------------------------
 def cleaner_steps(store, run:Path, pages:int=40):
     import gc
-    from foodvision import cleaner as C
+    from foodvision.cleaner import make_cleaner
+    from foodvision.issues import load_issues
+    from foodvision.review import QUARANTINE
+    from foodvision.run import Run
     gc.collect(); start = rss_mb()
-    issues = C.load_issues(run)
+    issues = load_issues(run)
     gc.collect(); base = rss_mb()
     row('RSS of the issues table as loaded', 0.0, f"+{base - start:.0f} MB ({issues.memory_usage(deep=True).sum() / 2**20:.0f} MB by pandas' count)")
-    with timed(f'Cleaner(store, issues) — build ({len(issues)} issue rows)') as t:
-        cl = C.Cleaner(store, issues, run_id='fake-run', page_size=24, stats_path=run/'cleaner-stats.json')
+    with timed(f'make_cleaner(store, issues) — build ({len(issues)} issue rows)') as t:
+        cl = make_cleaner(store, issues, run_id='fake-run', page_size=24, stats_path=Run(run).review_stats_file)
     gc.collect(); after_build = rss_mb()
     t_note = f"RSS +{after_build - base:.0f} MB"
     ROWS[-1] = (*ROWS[-1][:2], t_note); print(f"|  | | {t_note} |")
@@ -192,12 +196,12 @@ def cleaner_steps(store, run:Path, pages:int=40):
     row(f'next page (median of {len(times)}, 24 thumbnails each)', float(np.median(times)),
         f"max {max(times):.3f} s; RSS +{after_paging - after_build:.1f} MB over {len(times)} pages "
         f"(page {half}: {rss[half - 1] - after_build:+.1f} MB, page {len(rss)}: {rss[-1] - after_build:+.1f} MB); thumbnails read {cl.n_thumbnails_read}")
-    with timed('class filter (renders page 1)'): cl.klass.value = cl.classes[0]
-    with timed('last page (go(n_pages - 1))') as t: cl.go(cl.n_pages() - 1); t['note'] = f"{cl.n_pages()} pages"
+    with timed('class filter (renders page 1)'): cl.klass.value = cl.review.classes[0]
+    with timed('last page (go(n_pages - 1))') as t: cl.go(cl.review.n_pages() - 1); t['note'] = f"{cl.review.n_pages()} pages"
     cl.klass.value = ''
-    ids = list(cl.view().item_id[:24])
+    ids = list(cl.review.view().item_id[:24])
     with timed('decide 24 items'):
-        for i in ids: cl.decide(i, C.QUARANTINE)
+        for i in ids: cl.review.decide(i, QUARANTINE)
     with timed('apply (24 quarantines, one batch) + reload + render'): cl.apply()
     with timed('undo that apply + reload + render'): cl.undo()
     gc.collect()
@@ -237,7 +241,9 @@ def child(kind:str, store_path:Path, run:Path, bs:int, C:float|None):
     from foodvision.store import Store
     from foodvision.evaluate import evaluate_run, load_predictions
     from foodvision.bundle import load_bundle
-    from foodvision import find as F
+    from foodvision.run import Run
+    from foodvision.scores import embedding_oof_probs, label_quality_issues, label_scores
+    from foodvision.similar import bundle_embedder, embed_paths
     store = Store(store_path)
     out = dict(kind=kind, n=0, bs=bs, threads=torch.get_num_threads())
     gc.collect(); out['base_mb'] = rss_mb(); s = Sampler(); s.phase()
@@ -252,13 +258,13 @@ def child(kind:str, store_path:Path, run:Path, bs:int, C:float|None):
         out['items_mb'] = float(items.memory_usage(deep=True).sum()) / 2**20
         ph = {}
         def mark(name, t): ph[name] = [time.perf_counter() - t, s.phase()]
-        t = time.perf_counter(); feats = F.embed_paths(items.path, F.bundle_embedder(load_bundle(run/'bundle')), bs); mark('embed_paths', t)
+        t = time.perf_counter(); feats = embed_paths(items.path, bundle_embedder(load_bundle(Run(run).bundle)), bs); mark('embed_paths', t)
         out['features_mb'] = feats.nbytes / 2**20; out['dims'] = int(feats.shape[1])
         scored = items.split.isin(['train', 'valid']).to_numpy()
         vocab = sorted(items.label[scored].unique())
-        t = time.perf_counter(); probs = F.embedding_oof_probs(feats[scored], items.label[scored], vocab, 5, C=C); mark('embedding_oof_probs', t)
+        t = time.perf_counter(); probs = embedding_oof_probs(feats[scored], items.label[scored], vocab, 5, C=C); mark('embedding_oof_probs', t)
         t = time.perf_counter()
-        lq = F.label_quality_issues(items.id[scored], F.label_scores(probs, items.label[scored], vocab)); mark('label_scores + ranking', t)
+        lq = label_quality_issues(items.id[scored], label_scores(probs, items.label[scored], vocab)); mark('label_scores + ranking', t)
         out['phases'] = ph
     out['seconds'] = time.perf_counter() - t0
     out['peak_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -312,11 +318,12 @@ def main(argv=None):
     run = root/'runs'/'fake-run'
     if 'queries' in steps: run = table_steps(store, root)
     if 'cleaner' in steps: cleaner_steps(store, run)
-    trained = sorted((root/'trained').glob('*/bundle'))
-    if 'train-run' in steps and not trained: trained = [train_small_run(root, root/'store-2000')/'bundle']
+    from foodvision.run import Run
+    trained = [p for p in sorted((root/'trained').glob('*')) if Run(p).bundle.is_dir()]
+    if 'train-run' in steps and not trained: trained = [train_small_run(root, root/'store-2000')]
     if 'memory' in steps:
         stores = [Path(x) for x in a.memory_stores.split(',')] if a.memory_stores else [spath]
-        memory_steps(root, stores, trained[-1].parent, a.bs, a.C, a.memory_kinds.split(','))
+        memory_steps(root, stores, trained[-1], a.bs, a.C, a.memory_kinds.split(','))
     print(f"peak RSS {peak_mb():.0f} MB; load now {os.getloadavg()}")
 
 

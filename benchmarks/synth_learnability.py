@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from foodvision.draw import SYNTH_CLASSES
 from foodvision.store import Store
-from foodvision.synth import SYNTH_CLASSES, synth_store
+from foodvision.synth import synth_store
 
 
 def load(store, split, size):

@@ -9,8 +9,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from foodvision.store import Store
-from foodvision.synth import synth_jpeg, synth_store
+from foodvision.draw import synth_jpeg
+from foodvision.store import Store, item_id_for
+from foodvision.synth import synth_store
 
 
 def main():
@@ -28,7 +29,7 @@ def main():
         n_items = len(store.items())
     assert n_items == args.n, f"store holds {n_items} items, expected {args.n}"
     for row in report.plan.head(20).itertuples():  # the pool must draw exactly what this process draws
-        here = hashlib.sha256(synth_jpeg(row.true_label, args.seed, row.index, args.size)).hexdigest()[:16]
+        here = item_id_for(hashlib.sha256(synth_jpeg(row.true_label, args.seed, row.index, args.size)).hexdigest())
         assert here == row.item_id, f"image {row.index} differs between the pool and this process"
     workers = args.workers or (min(os.cpu_count() or 1, 8) if args.n >= 200 else 1)
     print('| n | size | workers | cores | seconds | images/s |')

@@ -9,11 +9,10 @@ __all__ = ['BUNDLE_FORMAT', 'BUNDLE_VERSION', 'CONFIG', 'WEIGHTS', 'GATE', 'RESI
            'GATE_QUANTILE', 'GATE_KEYS', 'BundleError', 'TimmBody', 'AdaptiveConcatPool2d', 'Flatten', 'build_head',
            'build_model', 'model_skeleton', 'logits_and_features', 'feature_dim', 'resize_like_fastai',
            'images_to_tensor', 'dls_preprocessing', 'make_config', 'save_bundle', 'read_config', 'FeatureGate',
-           'prediction_rows', 'inference_autocast', 'model_input', 'Bundle', 'load_bundle', 'load_gate', 'fit_gate',
-           'fit_gate_on_items', 'update_config', 'save_gate']
+           'prediction_rows', 'DecodedImages', 'Bundle', 'load_bundle', 'load_gate', 'fit_gate', 'fit_gate_on_items',
+           'update_config', 'save_gate']
 
 # %% ../nbs/06_bundle.ipynb #c0004
-import contextlib
 import hashlib
 import itertools
 import json
@@ -32,6 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .batches import inference_autocast, map_batches, model_input
 from .imaging import open_image_checked, to_rgb
 from .store import check_class_name
 
@@ -390,17 +390,13 @@ def prediction_rows(probs:torch.Tensor, # (N, classes) class probabilities
                  distance=d, known=k) for ps, idx, d, k in zip(top_p.tolist(), top_i.tolist(), dist, known)]
 
 # %% ../nbs/06_bundle.ipynb #c0053
-def inference_autocast(device # where the model runs
-                      )->contextlib.AbstractContextManager:
-    "bf16 autocast on a GPU, as a hand-written GPU inference loop runs; nothing on the CPU, which stays exact float32."
-    return torch.autocast('cuda', dtype=torch.bfloat16) if torch.device(device).type == 'cuda' else contextlib.nullcontext()
-
-def model_input(x:torch.Tensor, # a float batch (N, 3, H, W)
-                device, # where the model runs
-               )->torch.Tensor:
-    "`x` on `device`, channels_last on a GPU (the layout its convolutions are fastest in)."
-    x = x.to(device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if x.device.type == 'cuda' else x
+class DecodedImages:
+    "A map-style dataset of decoded images through `preprocess`, one image at a time: what `map_batches` needs."
+    def __init__(self, images:list, # PIL images, already decoded
+                 preprocess, # callable: list of PIL images -> (N, 3, H, W) tensor
+                ): self.images, self.preprocess = images, preprocess
+    def __len__(self): return len(self.images)
+    def __getitem__(self, i): return self.preprocess([self.images[i]])[0]
 
 class Bundle:
     "A loaded model bundle: the eval-mode model, its config, the preprocessing it was validated with, and its gate if any."
@@ -430,14 +426,25 @@ class Bundle:
                           )->tuple:
         "Class probabilities (N, num_classes) and pooled features (N, `feature_dim`), float32 on the CPU; no gradients."
         with torch.inference_mode(), inference_autocast(self.device):
-            logits, features = logits_and_features(self.model, model_input(x, self.device))
-            return logits.float().softmax(dim=1).cpu(), features.float().cpu()
+            probs, features = self.proba_and_features_on_device(model_input(x, self.device))
+            return probs.cpu(), features.cpu()
+
+    def proba_and_features_on_device(self, x:torch.Tensor # a batch already on `device` (see `model_input`)
+                                    )->tuple:
+        "The `forward` `map_batches` runs: class probabilities and pooled features, float32 on the model's device."
+        logits, features = logits_and_features(self.model, x)
+        return logits.float().softmax(dim=1), features.float()
+
+    def predict_proba_on_device(self, x:torch.Tensor # a batch already on `device` (see `model_input`)
+                       )->torch.Tensor:
+        "The `forward` of evaluation's fast path: class probabilities, float32 on the model's device."
+        return self.model(x).float().softmax(dim=1)
 
     def predict_proba(self, x:torch.Tensor # a batch from `preprocess`
                      )->torch.Tensor:
         "Class probabilities (N, num_classes) on the CPU; no gradients (and no features: evaluation's fast path)."
         with torch.inference_mode(), inference_autocast(self.device):
-            return self.model(model_input(x, self.device)).float().softmax(dim=1).cpu()
+            return self.predict_proba_on_device(model_input(x, self.device)).cpu()
 
     def predict(self, images, # PIL images (or one image), already decoded
                 top_k:int=5, # how many ranked classes to list per image
@@ -446,8 +453,8 @@ class Bundle:
         "Per image: top `label`, its `prob`, the `top_k` list, `sure` (prob >= threshold), the feature `distance` and `known` (inside the gate)."
         images = _as_list(images)
         if not images: return []
-        outs = [self.proba_and_features(self.preprocess(images[i:i + bs])) for i in range(0, len(images), bs)]
-        probs, features = torch.cat([p for p, _ in outs]), torch.cat([f for _, f in outs])
+        probs, features = map_batches(self.proba_and_features_on_device, DecodedImages(images, self.preprocessor), bs,
+                                      self.device, num_workers=0)  # the images are in this process's memory
         return prediction_rows(probs, self.vocab, self.threshold, top_k, self.gate, features)
 
     def __repr__(self):

@@ -7,20 +7,27 @@ Docs: https://foodvision.github.io/foodvision/cli.html.md"""
 # %% auto #0
 __all__ = ['USER_ERRORS', 'cmd_synth', 'cmd_import', 'cmd_export', 'store_runs', 'format_lineage', 'pd_isna', 'cmd_status',
            'cmd_diff', 'cmd_purge', 'cmd_gather', 'cmd_check', 'cmd_train', 'cmd_evaluate', 'cmd_weights', 'cmd_runs',
-           'cmd_compare', 'cmd_find_issues', 'cmd_apply', 'cmd_undo', 'dashboard_notebook', 'cmd_review',
-           'cmd_label_studio_export', 'cmd_label_studio_import', 'cmd_predict', 'cmd_export_onnx', 'cmd_app',
-           'cmd_space', 'cmd_ingest_feedback', 'cmd_demo', 'arg', 'build_parser', 'main']
+           'cmd_compare', 'cmd_track_sync', 'cmd_find_issues', 'cmd_apply', 'cmd_undo', 'dashboard_notebook',
+           'cmd_review', 'cmd_label_studio_export', 'cmd_label_studio_import', 'cmd_prelabel', 'cmd_next',
+           'cmd_autolabel', 'cmd_similar', 'cmd_predict', 'cmd_export_onnx', 'cmd_app', 'cmd_space',
+           'cmd_ingest_feedback', 'cmd_demo', 'arg', 'config_flags', 'config_from', 'signature_flags', 'flag_values',
+           'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #c0004
 import argparse
-import json
+import dataclasses
+import importlib.resources
+import inspect
 import sys
+import typing
 import warnings
 from pathlib import Path
 
+from fastcore.docments import docments
+
 from .imaging import ImageRejected
+from .run import SPLITS, Run, eval_metrics, list_run_folders, open_run, run_config
 from .store import Store, StoreError, format_diff, format_event, format_summary
-from .weights import DEFAULT_ARCH
 
 # %% ../nbs/90_cli.ipynb #c0006
 def cmd_synth(args)->int:
@@ -34,9 +41,14 @@ def cmd_synth(args)->int:
     return 0
 
 def cmd_import(args)->int:
-    "Import an ImageFolder or a path,label[,split] CSV into a store (created if needed)."
+    "Import an ImageFolder or a path,label[,split] CSV into a store (created if needed); with --inbox, a folder of unlabelled photos."
     store = Store.create(args.store, exist_ok=True)
-    rep = store.import_path(args.src)
+    rep = store.import_path(args.src, **flag_values(Store.import_path, args))
+    if args.inbox:
+        print(f"import: {len(rep.added)} added to the inbox, {len(rep.duplicates)} already in the store, {len(rep.rejected)} rejected")
+        for where, why in rep.rejected[:20]: print(f"  rejected {why}")
+        print(f"version {store.version()}; {store.summary()['n_inbox']} photos wait in the inbox (next: foodvision prelabel {args.store} RUN)")
+        return 0
     print(f"import: {len(rep.added)} added, {len(rep.duplicates)} already present, {len(rep.conflicts)} conflicts, "
           f"{len(rep.rejected)} rejected")
     for iid, have, offered in rep.conflicts[:20]: print(f"  conflict {iid}: store says {have!r}, import says {offered!r} (kept {have!r})")
@@ -54,7 +66,7 @@ def cmd_export(args)->int:
 
 def store_runs(store:Store, runs_dir:str|Path)->list:
     "Configs of the runs in `runs_dir` that learned from `store`, oldest first."
-    runs = [json.loads(p.read_text()) for p in sorted(Path(runs_dir).glob('*/config.json'))]
+    runs = [run_config(r) for r in list_run_folders(runs_dir)]
     return sorted([r for r in runs if Path(r.get('store', '')) == store.path], key=lambda r: r.get('started_at', ''))
 
 def format_lineage(store:Store, runs:list, runs_dir:str|Path)->str:
@@ -96,10 +108,10 @@ def cmd_purge(args)->int:
 
 def cmd_gather(args)->int:
     "Search the web for each class and download the images into a store."
-    from foodvision.gather import DDGSSearch, format_report, gather, read_classes
+    from foodvision.gather import format_report, gather, read_classes
+    from foodvision.search import DDGSSearch
     store = Store.create(args.store, exist_ok=True)
-    rep = gather(store, read_classes(args.classes), DDGSSearch(), max_per_class=args.max_per_class,
-                 licence=args.licence, workers=args.workers, max_side=args.max_side)
+    rep = gather(store, read_classes(args.classes), DDGSSearch(), **flag_values(gather, args))
     print(format_report(rep))
     return 0
 
@@ -116,29 +128,24 @@ def cmd_check(args)->int:
 def cmd_train(args)->int:
     "Fine-tune a timm model on the store's current version; prints the run id and folder."
     from foodvision.train import TrainConfig, train_run
-    store = Store(args.store)
-    cfg = TrainConfig(arch=args.arch, epochs=args.epochs, freeze_epochs=args.freeze_epochs, size=args.size, bs=args.bs, lr=args.lr,
-                      pretrained=not args.no_pretrained, weights=args.weights, seed=args.seed, patience=args.patience, schedule=args.schedule,
-                      num_workers=args.num_workers, precision=args.precision, compile=args.compile, device=args.device,
-                      lr_find=args.lr_find, optimizer=args.optimizer)
-    run = train_run(store, cfg, runs_dir=args.runs, resume=args.resume, run_id=args.run_id, wandb=args.wandb,
-                    wandb_project=args.wandb_project)
-    m = json.loads((run.path/'eval'/'metrics.json').read_text()) if (run.path/'eval'/'metrics.json').exists() else {}
+    run = train_run(Store(args.store), config_from(TrainConfig, args), runs_dir=args.runs, resume=args.resume, run_id=args.run_id,
+                    wandb=args.wandb, wandb_project=args.wandb_project)
+    m = eval_metrics(run.path)
     acc = ', '.join(f"{s} accuracy {m[s]['accuracy']:.3f}" for s in ('valid', 'test') if m.get(s, {}).get('accuracy') is not None)
-    print(f"run {run.id}\nfolder {run.path}\ndataset version {run.config.get('dataset_version')}" + (f"\n{acc}" if acc else ''))
+    print(f"run {run.id}\nfolder {run.path}\ndataset version {run_config(run.path).get('dataset_version')}" + (f"\n{acc}" if acc else ''))
     return 0
 
 def cmd_evaluate(args)->int:
     "Predict every image of the chosen splits with a run's bundle; write tables, metrics and confusion plots."
     from foodvision.evaluate import evaluate_run
-    splits = args.split or ('train', 'valid', 'test')
+    splits = args.split or SPLITS
     m = evaluate_run(args.run, splits=splits, bs=args.bs)
     for split in splits:
         if split in m and m[split].get('n'):
             r = m[split]
             print(f"{split:<6} n={r['n']:<6} accuracy {r['accuracy']:.3f}  top-5 {r['top5_accuracy']:.3f}  macro F1 {r['macro']['f1-score']:.3f}")
             if r['most_confused']: print('       most confused: ' + ', '.join(f"{a}->{b} ({n})" for a, b, n in r['most_confused'][:3]))
-    print(f"tables and plots in {Path(args.run)/'eval'}")
+    print(f"tables and plots in {Run(args.run).eval_dir}")
     return 0
 
 def cmd_weights(args)->int:
@@ -166,34 +173,38 @@ def cmd_compare(args)->int:
     if len(c['per_class']): print(f"\nper-class F1 on {args.split}:\n" + c['per_class'].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 
+def cmd_track_sync(args)->int:
+    "Upload a run tracked offline to W&B (its dataset run first), then make its dataset version the run's input."
+    from foodvision.track import sync_offline
+    rec = sync_offline(args.run)
+    ds = rec.get('dataset') or {}
+    print(f"track sync: W&B run {rec['wandb']['run_id']} uploaded" + (f"; dataset {ds['name']}:{ds['version']} is its {ds['linked_as']}" if ds else ''))
+    return 0
+
 # %% ../nbs/90_cli.ipynb #c0010
 def cmd_find_issues(args)->int:
-    "Rank label issues, duplicates and bad images: in an ImageFolder (writes --out CSV) or in a run (writes run/issues.parquet)."
+    "Rank label issues, duplicates and bad images: in an ImageFolder (writes --out CSV) or in a run (writes the run's issues table)."
     src = Path(args.src)
-    if (src/'config.json').exists():
+    if Run(src).config_file.is_file():
         from foodvision.find import find_issues
         issues = find_issues(src, method=args.method or 'embedding', folds=args.folds)
         flagged = issues[issues.is_issue & (issues.ranking == 'label_quality')]
-        print(f"find-issues: {len(flagged)} likely label errors in run {src.name}; all rankings in {src/'issues.parquet'}")
+        print(f"find-issues: {len(flagged)} likely label errors in run {src.name}; all rankings in {Run(src).issues_file()}")
         return 0
     if not args.out: raise ValueError("--out FILE.csv is required when DIR is an image folder")
     from foodvision.find import find_issues_in_folder
-    find_issues_in_folder(src, args.out, arch=args.arch, size=args.size, epochs=args.epochs, folds=args.folds,
-                          pretrained=not args.no_pretrained, weights=args.weights, method=args.method)
+    find_issues_in_folder(src, args.out, **flag_values(find_issues_in_folder, args))
     print(f"find-issues: wrote {args.out}")
     return 0
 
 def cmd_apply(args)->int:
-    "Accept a run's flagged label suggestions into the store as audited 'auto' events (dry run unless --yes)."
-    from foodvision.find import flagged_label_fixes, load_issues
-    store, run = Store(args.store), Path(args.run)
-    fixes = flagged_label_fixes(load_issues(run), **({} if args.min_score is None else dict(min_score=args.min_score)))
-    if not args.yes:
-        print(f"apply: {len(fixes)} suggested relabels would be written (dry run; add --yes to apply)")
-        for iid, label in list(fixes.items())[:20]: print(f"  {iid} -> {label}")
-        return 0
-    batch = store.relabel(fixes, reason=f'accepted suggestions of run {run.name}', actor='auto', run_id=run.name)
-    print(f"apply: {len(fixes)} relabels written as batch {batch} (undo: foodvision undo {args.store} --batch {batch})")
+    "Accept a run's flagged suggestions under the acceptance policy as one audited, undoable store batch (a dry run unless --yes)."
+    from foodvision.issues import load_issues
+    from foodvision.review import AcceptPolicy, accept_suggestions, format_accept
+    store, run = Store(args.store), open_run(args.run)
+    rep = accept_suggestions(store, load_issues(run), config_from(AcceptPolicy, args), run_id=run.id, ranking=args.ranking,
+                             dry_run=not args.yes)
+    print('apply: ' + format_accept(rep, limit=20) + ('' if args.yes or not rep.n_changes else '\nadd --yes to write them'))
     return 0
 
 def cmd_undo(args)->int:
@@ -208,34 +219,33 @@ def cmd_undo(args)->int:
     return 0
 
 def dashboard_notebook()->Path:
-    "The cleaner dashboard notebook of this checkout."
-    nb = Path(__file__).resolve().parent.parent/'nbs'/'dashboard.ipynb'
-    if not nb.exists(): raise FileNotFoundError(f"dashboard notebook not found at {nb}: run from a foodvision checkout")
+    "The cleaner dashboard `review` serves: the copy of nbs/dashboard.ipynb shipped inside the package."
+    nb = Path(str(importlib.resources.files('foodvision').joinpath('dashboard.ipynb')))
+    if not nb.is_file(): raise FileNotFoundError(f"dashboard notebook not found at {nb}: reinstall foodvision (in a checkout: make sync)")
     return nb
 
 def cmd_review(args)->int:
     "Serve the cleaner dashboard for STORE and RUN with voila on 127.0.0.1, behind a token."
     import os, secrets, subprocess
-    Store(args.store); run_config_path = Path(args.run)/'config.json'
-    if not run_config_path.exists(): raise StoreError(f"{args.run} is not a run folder (no config.json)")
+    store, run = Store(args.store), open_run(args.run)
     token = args.token or secrets.token_hex(16)
-    env = dict(os.environ, FOODVISION_STORE=str(Path(args.store).resolve()), FOODVISION_RUN=str(Path(args.run).resolve()))
+    env = dict(os.environ, FOODVISION_STORE=str(store.path.resolve()), FOODVISION_RUN=str(run.path.resolve()))
     print(f"review: http://127.0.0.1:{args.port}/?token={token}   (Ctrl-C stops the server)", flush=True)
-    cmd = [str(Path(sys.executable).with_name('voila')), str(dashboard_notebook()), '--no-browser', '--Voila.ip=127.0.0.1',
+    cmd = [sys.executable, '-m', 'voila', str(dashboard_notebook()), '--no-browser', '--Voila.ip=127.0.0.1',  # the voila of this Python
            f'--port={args.port}', f'--token={token}']
     return subprocess.call(cmd, env=env)
 
 # %% ../nbs/90_cli.ipynb #nad734e3
 def cmd_label_studio_export(args)->int:
     "Write a run's flagged items of one ranking as a Label Studio review queue: OUT/tasks.json and OUT/config.xml."
-    from foodvision.cleaner import CleanerError, _ordered_rankings, export_label_studio, load_issues
-    from foodvision.evaluate import run_config
-    if args.document_root and args.url_prefix: raise CleanerError('give --document-root or --url-prefix, not both')
+    from foodvision.labelstudio import LabelStudioError, export_label_studio
+    from foodvision.issues import load_issues, ranking_order
+    if args.document_root and args.url_prefix: raise LabelStudioError('give --document-root or --url-prefix, not both')
     store, run_id = Store(args.store), run_config(args.run)['run_id']
     issues = load_issues(args.run)
-    have = _ordered_rankings(issues.ranking)  # the cleaner's order: its first ranking is the default here too
+    have = ranking_order(issues.ranking)  # the display order: its first ranking is the default here too
     ranking = args.ranking or (have[0] if have else None)
-    if ranking not in have: raise CleanerError(f"run {run_id} has no ranking {ranking!r} (it has: {', '.join(have) or 'none'})")
+    if ranking not in have: raise LabelStudioError(f"run {run_id} has no ranking {ranking!r} (it has: {', '.join(have) or 'none'})")
     rows = issues[(issues.ranking == ranking) & (issues.is_issue.astype(bool) | args.all)].sort_values('rank')
     out = export_label_studio(store, rows.head(args.limit) if args.limit else rows, args.out, document_root=args.document_root,
                               url_prefix=args.url_prefix, model_version=run_id)
@@ -246,7 +256,7 @@ def cmd_label_studio_export(args)->int:
 
 def cmd_label_studio_import(args)->int:
     "Apply a Label Studio JSON export to the store as one audited batch; print what was applied, refused and in conflict."
-    from foodvision.cleaner import import_label_studio
+    from foodvision.labelstudio import import_label_studio
     rep = import_label_studio(Store(args.store), args.export, run_id=args.run_id, allow_new_classes=args.allow_new_classes)
     batch = rep['batches'][0] if rep['batches'] else None
     print(f"label-studio import: {len(rep['relabeled'])} relabeled, {len(rep['quarantined'])} quarantined, "
@@ -260,6 +270,31 @@ def cmd_label_studio_import(args)->int:
     for iid, label, why in rep['rejected'][:20]: print(f"  invalid label {iid}: {why}")
     print(f"conflicts: {len(rep['conflicts'])} items with disagreeing annotations (the newest was applied)")
     for iid, chosen, others in rep['conflicts'][:20]: print(f"  conflict {iid}: applied {chosen!r} over {', '.join(map(repr, others))}")
+    return 0
+
+# %% ../nbs/90_cli.ipynb #n84e3e0d
+def cmd_prelabel(args)->int:
+    "Pre-label the store's inbox with a run's model: top classes, margin, the gate's verdict and the nearest labelled photos."
+    from foodvision.inbox import prelabel_command
+    prelabel_command(args.store, args.run, **flag_values(prelabel_command, args))
+    return 0
+
+def cmd_next(args)->int:
+    "Order the inbox by how much a label is wanted; write it as the run's 'inbox' ranking (and a Label Studio queue)."
+    from foodvision.inbox import next_command
+    next_command(args.store, args.run, **flag_values(next_command, args))
+    return 0
+
+def cmd_autolabel(args)->int:
+    "Write a sample of the confident pre-labels to review; with --verdicts, label it and the band if the precision bound allows."
+    from foodvision.inbox import autolabel_command
+    autolabel_command(args.store, args.run, **flag_values(autolabel_command, args))
+    return 0
+
+def cmd_similar(args)->int:
+    "List the photos most like ITEM by pretrained embedding: labelled ones, or with --inbox unlabelled ones."
+    from foodvision.inbox import similar_command
+    similar_command(args.store, args.item, **flag_values(similar_command, args))
     return 0
 
 # %% ../nbs/90_cli.ipynb #c0012
@@ -276,18 +311,18 @@ def cmd_export_onnx(args)->int:
 def cmd_app(args)->int:
     "Serve the Gradio app for a bundle on HOST:PORT (127.0.0.1 by default)."
     from foodvision.app import app_command
-    return app_command(args.bundle, host=args.host, port=args.port, feedback_dir=args.feedback_dir)
+    return app_command(args.bundle, **flag_values(app_command, args))
 
 def cmd_space(args)->int:
     "Write a Hugging Face Space folder (app.py, requirements.txt, README.md, bundle, examples) for a run."
-    from foodvision.app import write_space
+    from foodvision.space import write_space
     out = write_space(args.run, args.out)
     print(f"space: wrote {out}; try it with: python {Path(out)/'app.py'}")
     return 0
 
 def cmd_ingest_feedback(args)->int:
     "Add the app's feedback images to a store as audited 'app' items."
-    from foodvision.app import ingest_feedback_command
+    from foodvision.feedback import ingest_feedback_command
     return ingest_feedback_command(args.feedback_dir, args.store)
 
 # %% ../nbs/90_cli.ipynb #c0014
@@ -296,30 +331,104 @@ def cmd_demo(args)->int:
     from datetime import datetime
     from foodvision.demo import DemoConfig, next_commands, run_demo
     out = Path(args.out or Path('demo-runs')/datetime.now().strftime('%Y%m%d-%H%M%S'))
-    cfg = DemoConfig(n=args.n, size=args.size, train_size=args.train_size, noise=args.noise, seed=args.seed, arch=args.arch,
-                     schedule=args.schedule, epochs=args.epochs, bs=args.bs, lr=args.lr, rounds=args.rounds, method=args.method,
-                     min_score=args.min_score, quarantine_score=args.quarantine_score, pretrained=not args.no_pretrained,
-                     weights=args.weights)
+    cfg = config_from(DemoConfig, args)
     s = run_demo(out, cfg)
-    a, f = s['test_accuracy'], s['fixes']
-    print(f"\nclean test accuracy: before {a['before']:.3f} -> after {a['after']:.3f}"
-          + (f" (ceiling {a['ceiling']:.3f})" if a['ceiling'] is not None else ''))
-    print(f"label fixes: {f['accepted']} relabelled (precision {f['precision']:.3f}), {f['quarantined']} quarantined "
-          f"(precision {f['quarantine_precision']:.3f}); recall {f['recall']:.3f} of {f['flipped']} flipped")
+    a = s['test_accuracy']
+    if s.get('flywheel'):  # the inbox simulation: labels each strategy needs, not label fixes
+        fw = s['flywheel']
+        print(f"\nclean test accuracy: {a['before']:.3f} with the first labels -> {a['after']:.3f} ({a['best']}); all labels {a['ceiling']:.3f}")
+        print(f"labels to reach {fw['goal']:.3f}: " + ', '.join(f"{k} {v if v else 'not reached'}" for k, v in fw['labels_to_goal'].items()))
+    else:
+        f = s['fixes']
+        print(f"\nclean test accuracy: before {a['before']:.3f} -> after {a['after']:.3f}"
+              + (f" (ceiling {a['ceiling']:.3f})" if a['ceiling'] is not None else ''))
+        print(f"label fixes: {f['accepted']} relabelled (precision {f['precision']:.3f}), {f['quarantined']} quarantined "
+              f"(precision {f['quarantine_precision']:.3f}); recall {f['recall']:.3f} of {f['flipped']} flipped")
     print(f"report: {out/'report'/'report.html'}  (and report.md)\n\nnext:\n{next_commands(s)}")
     return 0
 
-# %% ../nbs/90_cli.ipynb #c0016
+# %% ../nbs/90_cli.ipynb #nd286faf
+def arg(*names, **kw): return names, kw
+
 def _add(sub, name, fn, help, *args):
     p = sub.add_parser(name, help=help, description=fn.__doc__)
     for a in args: p.add_argument(*a[0], **a[1])
     p.set_defaults(fn=fn)
     return p
 
-def arg(*names, **kw): return names, kw
+def _kinds(tp)->set: return set(typing.get_args(tp) or [tp]) - {type(None)}
 
-def build_parser()->argparse.ArgumentParser:
+def _value_type(tp):
+    "The argparse `type` of a field annotated `tp` (int, float or str); for `X|None` one that also reads 'none'."
+    (base,) = _kinds(tp)
+    if type(None) not in typing.get_args(tp): return base
+    def parse(s:str): return None if s.lower() == 'none' else base(s)
+    parse.__name__ = base.__name__  # argparse names the type in its error: "invalid int value"
+    return parse
+
+def _flag(name:str, # a field or parameter name: the flag is `--name` with dashes
+          tp, # its annotation
+          default, # its default
+          doc:str|None, # its comment, the flag's help
+          **kw # more `add_argument` keywords; `flag='--other'` renames the flag
+         ):
+    "The `arg` of one field or parameter, or None when its type is not plain (bool, int, float, str, maybe None) and `kw` gives none."
+    kinds = _kinds(tp)
+    if 'type' in kw: how = {}
+    elif kinds == {bool}: how = dict(action=argparse.BooleanOptionalAction)
+    elif len(kinds) == 1 and kinds <= {int, float, str}: how = dict(type=_value_type(tp))
+    else: return None
+    help = (doc or name).replace('%', '%%') + ('' if '(default' in (doc or '') else ' (default: %(default)s)')  # a comment may say it better
+    return arg(kw.pop('flag', '--' + name.replace('_', '-')), dest=name, default=default, help=help, **how, **kw)
+
+def config_flags(cls, # a dataclass: each field of a plain type becomes a flag
+                 **extra # more `add_argument` keywords per field, e.g. schedule=dict(choices=[...])
+                )->list:
+    "One `arg` per field of `cls`: `--field-name` with the field's type, default and docment as help."
+    docs, hints, out = docments(cls), typing.get_type_hints(cls), []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        a = _flag(f.name, hints[f.name], default, docs.get(f.name), **extra.get(f.name, {}))
+        if a is not None: out.append(a)
+    return out
+
+def config_from(cls, # the dataclass `config_flags` made the flags of
+                args # the parsed arguments
+               ):
+    "The `cls` the parsed flags describe; fields without a flag keep their default."
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
+
+# %% ../nbs/90_cli.ipynb #nsigfl1
+def signature_flags(fn, # the function a subcommand calls
+                    *names:str, # its parameters that become flags, in order
+                    docs_from=None, # a function whose comments document the parameters `fn` leaves without one
+                    **extra # more `add_argument` keywords per parameter; `flag='--other'` renames its flag
+                   )->list:
+    "One `arg` per named parameter of `fn`: `--param-name` with the parameter's type, default and docment as help."
+    params, hints = inspect.signature(fn).parameters, typing.get_type_hints(fn)
+    docs = {**(docments(docs_from) if docs_from else {}), **{k: v for k, v in docments(fn).items() if v}}
+    out = []
+    for n in names:
+        if n not in params: raise TypeError(f"{fn.__qualname__} has no parameter {n!r}")
+        p = params[n]
+        if p.default is p.empty: raise TypeError(f"{fn.__qualname__}'s {n} has no default: it is a positional argument, not a flag")
+        tp = hints.get(n, type(p.default) if p.default is not None else str|None)
+        a = _flag(n, tp, p.default, docs.get(n), **extra.get(n, {}))
+        if a is None: raise TypeError(f"{fn.__qualname__}'s {n} is a {tp}: give its flag a `type`")
+        out.append(a)
+    return out
+
+def flag_values(fn, # the function a subcommand calls
+                args # the parsed arguments
+               )->dict:
+    "Keyword arguments for `fn` from the parsed flags: each of its parameters with a default that `args` has."
+    return {n: getattr(args, n) for n, p in inspect.signature(fn).parameters.items() if p.default is not p.empty and hasattr(args, n)}
+
+# %% ../nbs/90_cli.ipynb #c0016
+def build_parser(commands=None # the words of the command line: flags from heavy configs are built only for a command named in it; None: all
+                )->argparse.ArgumentParser:
     "The `foodvision` argument parser with every subcommand."
+    def named(cmd): return commands is None or cmd in commands
     parser = argparse.ArgumentParser(prog='foodvision', description='A data engine for food-photo classification.')
     parser.add_argument('--debug', action='store_true', help='show full tracebacks on errors')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
@@ -329,8 +438,9 @@ def build_parser()->argparse.ArgumentParser:
          arg('--size', type=int, default=128, help='image side in pixels (default 128)'),
          arg('--noise', type=float, default=0.2, help='fraction of training labels flipped (default 0.2)'),
          arg('--seed', type=int, default=0, help='dataset seed (default 0)'))
-    _add(sub, 'import', cmd_import, 'import an ImageFolder or CSV into STORE',
-         arg('src', metavar='DIR', help='ImageFolder (DIR/<label>/*, DIR/<split>/<label>/*) or CSV (path,label[,split])'), store)
+    _add(sub, 'import', cmd_import, 'import an ImageFolder or CSV into STORE (--inbox: a folder of unlabelled photos)',
+         arg('src', metavar='DIR', help='ImageFolder (DIR/<label>/*, DIR/<split>/<label>/*) or CSV (path,label[,split]); '
+             'with --inbox, unlabelled photos (DIR/*, DIR/<hint>/*)'), store, *signature_flags(Store.import_path, 'inbox'))
     _add(sub, 'export', cmd_export, 'export STORE to an ImageFolder or CSV', store,
          arg('dest', metavar='DIR', help='new folder, or a .csv file'),
          arg('--flat', action='store_true', help='DIR/<label>/ instead of DIR/<split>/<label>/'))
@@ -343,45 +453,43 @@ def build_parser()->argparse.ArgumentParser:
          arg('--yes', action='store_true', help='confirm: this deletes image files'), arg('--reason', help='kept with the record of what was purged'))
     _add(sub, 'check', cmd_check, "check that STORE's files and database agree (--repair moves orphans aside)", store,
          arg('--repair', action='store_true', help='move orphan files into STORE/orphans/<time>/ (never deletes)'))
-    _add(sub, 'gather', cmd_gather, 'search and download images for classes into STORE', store,
-         arg('--classes', required=True, metavar='FILE', help='text file, one class per line'),
-         arg('--max-per-class', type=int, default=100, help='images to try per class (default 100)'),
-         arg('--licence', default=None, help="licence filter passed to the search (e.g. 'Public', 'Share')"),
-         arg('--workers', type=int, default=8, help='parallel downloads (default 8)'),
-         arg('--max-side', type=int, default=None, help='shrink images whose longest side exceeds this'))
+    gather = []
+    if named('gather'):  # the flags are gather's parameters (the module is light, but only `gather` needs it)
+        from foodvision.gather import gather as gather_fn
+        gather = signature_flags(gather_fn, 'max_per_class', 'licence', 'workers', 'max_side', 'inbox')
+    _add(sub, 'gather', cmd_gather, 'search and download images for classes into STORE (--inbox: unlabelled)', store,
+         arg('--classes', required=True, metavar='FILE', help='text file, one class per line'), *gather)
     runs = arg('--runs', default='runs', metavar='DIR', help='folder of run folders (default ./runs)')
-    _add(sub, 'train', cmd_train, 'fine-tune a timm model on STORE', store,
-         arg('--arch', default=DEFAULT_ARCH, help=f'timm architecture (default {DEFAULT_ARCH}: pretrained offline)'),
-         arg('--epochs', type=int, default=5, help='epochs (after the frozen epoch when fine-tuning; default 5)'),
-         arg('--freeze-epochs', type=int, default=1, help='frozen epochs first when pretrained (default 1)'),
-         arg('--size', type=int, default=128, help='image side (default 128)'), arg('--bs', type=int, default=64, help='batch size (default 64)'),
-         arg('--lr', type=float, default=2e-3, help='base learning rate (default 2e-3)'),
-         arg('--schedule', default='auto', choices=['auto', 'fine_tune', 'probe', 'one_cycle'],
-             help="fine_tune (pretrained default), probe (a head on frozen pretrained features), one_cycle (from-scratch default)"),
-         arg('--lr-find', action='store_true', help="run fastai's lr_find first and train at its suggestion"),
-         arg('--no-pretrained', action='store_true', help='train from random initialisation (an explicit choice)'),
-         arg('--weights', metavar='PATH', help='local pretrained weights (.safetensors, or a timm .pth read weights-only)'),
-         arg('--seed', type=int, default=42), arg('--patience', type=int, help='early stopping patience (epochs)'),
-         arg('--num-workers', type=int, help='data loader processes'),
-         arg('--precision', default='auto', choices=['auto', 'bf16', 'fp16', 'fp32']),
-         arg('--optimizer', default='auto', choices=['auto', 'fastai', 'torch'], help="fastai's Adam, torch's fused AdamW, or auto (torch on a GPU)"),
-         arg('--compile', action='store_true', help='torch.compile the model'), arg('--device', help="e.g. cpu, cuda, cuda:1"),
+    train = []
+    if named('train'):  # TrainConfig's module imports fastai: seconds, which `foodvision --help` and `status` need not wait for
+        from foodvision.train import TrainConfig
+        train = config_flags(TrainConfig, schedule=dict(choices=['auto', 'fine_tune', 'probe', 'one_cycle']),
+                             precision=dict(choices=['auto', 'bf16', 'fp16', 'fp32']), optimizer=dict(choices=['auto', 'fastai', 'torch']))
+    _add(sub, 'train', cmd_train, 'fine-tune a timm model on STORE', store, *train,
          arg('--resume', metavar='RUN', help='continue an interrupted run folder'),
          arg('--run-id', help='fix the run id (required under accelerate launch)'),
          arg('--wandb', action='store_true', help='mirror the run to Weights & Biases (offline unless a key is configured)'),
-         arg('--wandb-project', default='foodvision'), runs)
+         arg('--wandb-project', default='foodvision', help='W&B project (default: %(default)s)'), runs)
+    tr = sub.add_parser('track', help='W&B tracking of runs', description='Weights & Biases tracking of run folders.')
+    _add(tr.add_subparsers(dest='action', metavar='ACTION', required=True), 'sync', cmd_track_sync,
+         "upload a run tracked offline and link its dataset version as the run's input", arg('run', metavar='RUN', help='run folder'))
     _add(sub, 'evaluate', cmd_evaluate, 'per-image predictions and metrics of a run',
-         arg('run', metavar='RUN', help='run folder'), arg('--split', action='append', choices=['train', 'valid', 'test'],
+         arg('run', metavar='RUN', help='run folder'), arg('--split', action='append', choices=SPLITS,
          help='split to evaluate (repeatable; default all)'), arg('--bs', type=int, default=64))
+    find = []
+    if named('find-issues'):
+        from foodvision.find import find_issues_in_folder
+        find = signature_flags(find_issues_in_folder, 'arch', 'size', 'epochs', 'folds', 'pretrained', 'weights', 'method',
+                               weights=dict(type=str, metavar='PATH'), method=dict(choices=['finetune', 'embedding']))
     _add(sub, 'find-issues', cmd_find_issues, 'rank likely label errors in an ImageFolder (or a run)',
          arg('src', metavar='DIR', help='ImageFolder DIR/<label>/*, or a run folder'),
-         arg('--out', metavar='FILE', help='CSV to write (path,given_label,suggested_label,label_quality,is_issue)'),
-         arg('--arch', default=DEFAULT_ARCH), arg('--size', type=int, default=64), arg('--epochs', type=int, default=6),
-         arg('--folds', type=int, default=5), arg('--no-pretrained', action='store_true'), arg('--weights', metavar='PATH'),
-         arg('--method', choices=['finetune', 'embedding'],
-             help='out-of-sample route (default embedding: pretrained features; finetune when --no-pretrained)'))
-    _add(sub, 'apply', cmd_apply, "accept a run's flagged label suggestions (auto, audited)", store,
-         arg('run', metavar='RUN'), arg('--min-score', type=float, default=None, help='only suggestions scoring at least this (default 0.5: 1 - label quality)'),
+         arg('--out', metavar='FILE', help='CSV to write (path,given_label,suggested_label,label_quality,is_issue)'), *find)
+    policy, ranking = [], None
+    if named('apply'):
+        from foodvision.review import AcceptPolicy, accept_suggestions
+        policy, ranking = config_flags(AcceptPolicy), inspect.signature(accept_suggestions).parameters['ranking'].default
+    _add(sub, 'apply', cmd_apply, "accept a run's flagged suggestions under the acceptance policy (audited, undoable)", store,
+         arg('run', metavar='RUN'), *policy, arg('--ranking', default=ranking, help='the ranking whose suggestions to take (default: %(default)s)'),
          arg('--yes', action='store_true', help='write them (otherwise a dry run)'))
     _add(sub, 'undo', cmd_undo, 'reverse a batch (default: the last) or an event', store,
          arg('--batch'), arg('--event', type=int), arg('--reason'))
@@ -391,7 +499,7 @@ def build_parser()->argparse.ArgumentParser:
                         description="Export a run's suspects as Label Studio tasks; import the reviewed JSON export.")
     ls_sub = ls.add_subparsers(dest='action', metavar='ACTION', required=True)
     _add(ls_sub, 'export', cmd_label_studio_export, "write a run's suspects as OUT/tasks.json and OUT/config.xml", store,
-         arg('run', metavar='RUN', help='run folder (its issues.parquet, or its evaluation)'), arg('out', metavar='OUT', help='folder to write into'),
+         arg('run', metavar='RUN', help='run folder (its issues table, or its evaluation)'), arg('out', metavar='OUT', help='folder to write into'),
          arg('--ranking', help="which ranking (default: the cleaner's first, e.g. most_wrong)"),
          arg('--all', action='store_true', help='every item of the ranking, not only the flagged ones'),
          arg('--limit', type=int, help='only the first N suspects'),
@@ -401,38 +509,46 @@ def build_parser()->argparse.ArgumentParser:
          arg('export', metavar='EXPORT.json', help="the project's export in the JSON format (not JSON-MIN or CSV)"),
          arg('--run-id', help='the run the queue came from, recorded on the events'),
          arg('--allow-new-classes', action='store_true', help='apply labels that are not yet store classes'))
+    run_arg = arg('run', metavar='RUN', help='run folder (its bundle and pre-labels)')
+    prelabel_flags, next_flags, autolabel_flags, similar_flags = [], [], [], []
+    if commands is None or {'prelabel', 'next', 'autolabel', 'similar'} & set(commands):
+        import foodvision.inbox as inbox
+        import foodvision.similar as similar
+        prelabel_flags = signature_flags(inbox.prelabel_command, 'k', 'bs', 'device', docs_from=inbox.prelabel)
+        next_flags = signature_flags(inbox.next_command, 'budget', 'strategy', 'seed', 'write', 'labelstudio', docs_from=inbox.next_to_label,
+                                     strategy=dict(choices=inbox.STRATEGIES), labelstudio=dict(flag='--label-studio', metavar='DIR'))
+        autolabel_flags = signature_flags(inbox.autolabel_command, 'threshold', 'target', 'review', 'confidence', 'seed', 'verdicts',
+                                          'sample_file', docs_from=inbox.autolabel, verdicts=dict(metavar='FILE'), sample_file=dict(metavar='FILE'))
+        similar_flags = signature_flags(inbox.similar_command, 'k', 'inbox', docs_from=similar.similar_items)
+    _add(sub, 'prelabel', cmd_prelabel, "pre-label STORE's inbox with RUN's model", store, run_arg, *prelabel_flags)
+    _add(sub, 'next', cmd_next, "which inbox photos to label first (written as RUN's 'inbox' ranking)", store, run_arg, *next_flags)
+    _add(sub, 'autolabel', cmd_autolabel, 'label confident pre-labels, guarded by a reviewed sample (two steps)', store, run_arg,
+         *autolabel_flags)
+    _add(sub, 'similar', cmd_similar, 'the photos most like one item (labelled, or --inbox)', store,
+         arg('item', metavar='ITEM', help='an item id (labelled or in the inbox)'), *similar_flags)
     _add(sub, 'predict', cmd_predict, 'predict images or folders with a bundle', arg('bundle', metavar='BUNDLE'),
          arg('inputs', metavar='IMAGE_OR_DIR', nargs='+'), arg('--top-k', type=int, default=5), arg('--json', action='store_true'))
     _add(sub, 'export-onnx', cmd_export_onnx, "add a checked model.onnx to a run's bundle", arg('run', metavar='RUN'),
          arg('--check', type=int, default=16, help='test images to check parity on'))
-    _add(sub, 'app', cmd_app, 'serve the Gradio app for a bundle', arg('bundle', metavar='BUNDLE'),
-         arg('--host', default='127.0.0.1'), arg('--port', type=int, default=7860), arg('--feedback-dir', metavar='DIR'))
+    app = []
+    if named('app'):
+        from foodvision.app import app_command
+        app = signature_flags(app_command, 'host', 'port', 'feedback_dir', 'collect', feedback_dir=dict(metavar='DIR'),
+                              collect=dict(metavar='STORE'))
+    _add(sub, 'app', cmd_app, 'serve the Gradio app for a bundle', arg('bundle', metavar='BUNDLE'), *app)
     _add(sub, 'space', cmd_space, 'write a Hugging Face Space folder for a run', arg('run', metavar='RUN'), arg('out', metavar='OUT'))
     _add(sub, 'ingest-feedback', cmd_ingest_feedback, "add the app's feedback to a store", arg('feedback_dir', metavar='DIR'), store)
-    from foodvision.demo import DemoConfig
-    D = DemoConfig()  # the demo's defaults live in one place; the flags only show them
+    demo = []
+    if named('demo'):
+        from foodvision.demo import DemoConfig
+        demo = config_flags(DemoConfig, schedule=dict(choices=['auto', 'probe', 'fine_tune', 'one_cycle']),
+                            method=dict(choices=['embedding', 'finetune']))
     _add(sub, 'demo', cmd_demo, 'run the whole loop offline on embedded data and write a report',
-         arg('out', metavar='OUT', nargs='?', help='new folder (default demo-runs/<time>)'),
-         arg('--n', type=int, default=D.n, help=f'generated images (default {D.n})'),
-         arg('--size', type=int, default=D.size, help=f'side of the generated images (default {D.size})'),
-         arg('--train-size', type=int, default=D.train_size, help=f'side the model sees (default {D.train_size})'),
-         arg('--noise', type=float, default=D.noise, help=f'fraction of training labels flipped (default {D.noise})'),
-         arg('--seed', type=int, default=D.seed),
-         arg('--arch', default=D.arch, help=f'timm architecture (default {D.arch})'),
-         arg('--schedule', default=D.schedule, choices=['auto', 'probe', 'fine_tune', 'one_cycle'],
-             help=f"'probe': a head on frozen pretrained features; 'fine_tune': the whole network (default {D.schedule})"),
-         arg('--epochs', type=int, default=D.epochs, help=f'epochs per training (default {D.epochs})'),
-         arg('--bs', type=int, default=D.bs), arg('--lr', type=float, default=D.lr, help=f'learning rate (default {D.lr})'),
-         arg('--rounds', type=int, default=D.rounds, help=f'find → fix → retrain rounds (default {D.rounds})'),
-         arg('--method', default=D.method, choices=['embedding', 'finetune'], help='out-of-sample route for finding label issues'),
-         arg('--min-score', type=float, default=D.min_score, help='relabel a flagged item to its suggestion when 1 - label quality is at least this'),
-         arg('--quarantine-score', type=float, default=D.quarantine_score, help='quarantine the other flagged items scoring at least this (above 1: never)'),
-         arg('--no-pretrained', action='store_true', help='train from scratch (then choose --arch, --schedule one_cycle, --lr)'),
-         arg('--weights', metavar='PATH', help='local pretrained weights (default: resolved offline, see `foodvision weights`)'))
+         arg('out', metavar='OUT', nargs='?', help='new folder (default demo-runs/<time>)'), *demo)
     _add(sub, 'weights', cmd_weights, 'list the pretrained weights available offline and where each comes from')
     _add(sub, 'runs', cmd_runs, 'list runs with dataset version, arch and metrics', runs)
     _add(sub, 'compare', cmd_compare, 'compare two runs', arg('run_a', metavar='RUN_A'), arg('run_b', metavar='RUN_B'),
-         arg('--split', default='test', choices=['train', 'valid', 'test']))
+         arg('--split', default='test', choices=SPLITS))
     return parser
 
 # %% ../nbs/90_cli.ipynb #c0018
@@ -441,11 +557,11 @@ USER_ERRORS = (StoreError, ImageRejected, FileNotFoundError, NotADirectoryError,
 def main(argv:list|None=None # arguments (default: sys.argv[1:])
         )->int:
     "Run the foodvision command line; returns the exit code."
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.debug:  # libraries' deprecation notices are for developers, not for someone running a command
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if '--debug' not in argv:  # libraries' deprecation notices are for developers, not for someone running a command
         warnings.filterwarnings('ignore', category=FutureWarning)
         warnings.filterwarnings('ignore', category=DeprecationWarning)
+    args = build_parser(set(argv)).parse_args(argv)
     try: return args.fn(args)
     except KeyboardInterrupt:
         print('foodvision: interrupted', file=sys.stderr); return 130

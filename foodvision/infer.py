@@ -22,9 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .bundle import (CONFIG, WEIGHTS, BundleError, FeatureGate, _as_list, _sha256, images_to_tensor, load_bundle, load_gate,
-                               logits_and_features, prediction_rows, read_config, update_config)
+from .batches import map_batches, resolve_device
+from .bundle import (CONFIG, WEIGHTS, BundleError, DecodedImages, FeatureGate, _as_list, _sha256, images_to_tensor, load_bundle,
+                               load_gate, logits_and_features, prediction_rows, read_config, update_config)
 from .imaging import ALLOWED_FORMATS, ImageRejected, open_image_checked, to_rgb
+from .run import Run, run_config
 from .store import Store, StoreError
 
 # %% ../nbs/11_infer.ipynb #c0008
@@ -36,7 +38,7 @@ def bundle_folder(path # a bundle folder, or a run folder with `bundle/` inside
                  )->Path:
     "The bundle folder `path` names."
     path = Path(path)
-    if not (path/WEIGHTS).exists() and (path/'bundle'/CONFIG).is_file(): return path/'bundle'
+    if not (path/WEIGHTS).exists() and (Run(path).bundle/CONFIG).is_file(): return Run(path).bundle
     return path
 
 # %% ../nbs/11_infer.ipynb #c0011
@@ -245,15 +247,21 @@ class Predictor:
         "One `{'label', 'prob', 'top_k', 'sure', 'distance', 'known'}` dict per row of `probs` (`prediction_rows`)."
         return prediction_rows(probs, self.vocab, self.threshold, top_k, self.gate, features)
 
+    def _gated_forward(self, x:torch.Tensor)->torch.Tensor|tuple:
+        "What `map_batches` runs: the probabilities, with the features when the gate needs them."
+        probs, features = self._forward(x)
+        return probs if self.gate is None else (probs, features)
+
     def predict(self, images, # PIL images (or one image), already decoded
                 top_k:int=5, # ranked classes to list per image
+                bs:int|None=None, # images per forward pass (None: the predictor's `bs`)
                )->list:
         "Per image: top `label`, its `prob`, the `top_k` list, `sure` (prob >= threshold), the feature `distance` and `known` (inside the gate)."
-        images, rows = _as_list(images), []
-        for start in range(0, len(images), self.bs):
-            probs, features = self.proba_and_features(self.preprocess(images[start:start + self.bs]))
-            rows += self.results(probs, top_k, features)
-        return rows
+        images = _as_list(images)
+        if not images: return []
+        out = map_batches(self._gated_forward, DecodedImages(images, self.preprocess), bs or self.bs, 'cpu', num_workers=0)  # `forward` places the batch itself
+        probs, features = out if self.gate is not None else (out, None)
+        return self.results(probs, top_k, features)
 
     def __repr__(self):
         c = self.config
@@ -275,8 +283,7 @@ def load_predictor(bundle_dir, # a bundle folder (or a run folder with `bundle/`
                   )->Predictor:
     "A `Predictor` for the bundle: ONNX Runtime when `model.onnx` is there (backend 'auto'), else PyTorch."
     if backend not in BACKENDS: raise ValueError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
-    bundle_dir, device = bundle_folder(bundle_dir), torch.device(device)
-    if device.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"device {str(device)!r} asked for, but torch sees no CUDA GPU")
+    bundle_dir, device = bundle_folder(bundle_dir), resolve_device(device)
     config = read_config(bundle_dir)
     if backend == 'auto':
         backend = 'onnx' if (bundle_dir/ONNX_FILE).exists() and (device.type == 'cpu' or _ort_has_cuda()) else 'torch'
@@ -333,15 +340,10 @@ def iter_predictions(predictor:Predictor, # from `load_predictor`
                     ):
     "Yield one result dict per image, in input order: `{'path', 'label', 'prob', 'top_k', 'sure', 'distance', 'known'}` or `{'path', 'error'}`."
     items = image_inputs(images)
-    for start in range(0, len(items), bs):
-        rows, tensors = [], []
-        for path, src in items[start:start + bs]:
-            im = _decode(path, src)
-            if isinstance(im, str): rows.append(dict(path=path, error=im)); continue
-            rows.append(dict(path=path)); tensors.append(predictor.preprocess([im]))
-        probs, features = predictor.proba_and_features(torch.cat(tensors)) if tensors else (None, None)
-        results = iter(predictor.results(probs, top_k, features) if tensors else [])
-        for row in rows: yield row if 'error' in row else {**row, **next(results)}
+    for start in range(0, len(items), bs):  # `bs` decoded images in memory at a time
+        decoded = [(path, _decode(path, src)) for path, src in items[start:start + bs]]
+        results = iter(predictor.predict([im for _, im in decoded if not isinstance(im, str)], top_k, bs))
+        for path, im in decoded: yield dict(path=path, error=im) if isinstance(im, str) else {'path': path, **next(results)}
 
 def predict(bundle_dir_or_predictor, # a bundle folder, a run folder, or a `Predictor`
             images, # paths, folders, PIL images or bytes (or one of them)
@@ -387,9 +389,8 @@ def predict_command(bundle, # a bundle folder (or a run folder)
 # %% ../nbs/11_infer.ipynb #c0055
 def _check_images(bundle_dir:Path, n:int)->tuple:
     "Up to `n` decoded test-tier images of the run's store, and what they are; random noise when there are none."
-    run_config = bundle_dir.parent/'config.json'
     try:
-        store = Store(json.loads(run_config.read_text())['store'])
+        store = Store(run_config(bundle_dir.parent)['store'])  # a bundle inside a run folder: the run's store
         images = []
         for p in store.items(split='test').path[:n]:
             try: images.append(open_image_checked(p))

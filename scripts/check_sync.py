@@ -1,9 +1,12 @@
-"""Fail if foodvision/ is out of sync with nbs/ or if notebooks are not clean.
+"""Fail if foodvision/ is out of sync with nbs/ (modules or packaged data) or if notebooks are not clean.
 
 Runs nbdev-export and nbdev-clean and compares file contents before and after, so it works on a
-fresh clone and in a working tree with uncommitted changes alike."""
+fresh clone and in a working tree with uncommitted changes alike. Neither rewrites pyproject.toml
+(`update_pyproject = false`), so `make test` leaves the install stamp's prerequisite alone."""
 import hashlib, subprocess, sys
 from pathlib import Path
+
+import package_data  # scripts/package_data.py: the packaged copies of files in nbs/
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # nbdev's commands live beside the interpreter running this script
@@ -23,6 +26,8 @@ def main():
         problems.append(f"library out of sync with notebooks (nbdev-export changed: {', '.join(stale)})")
     if dirty := changed_by([str(BIN/'nbdev-clean')], 'nbs/**/*.ipynb'):
         problems.append(f"notebooks not clean (nbdev-clean changed: {', '.join(dirty)})")
+    if copies := package_data.stale():
+        problems.append(f"packaged copies stale ({', '.join(str(p.relative_to(ROOT)) for p in copies)}: run scripts/package_data.py)")
     for p in problems: print(f"check_sync: {p}; review and commit the result", file=sys.stderr)
     if not problems: print("check_sync: library in sync with notebooks; notebooks clean")
     return 1 if problems else 0

@@ -12,9 +12,13 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from foodvision.app import NOT_FOOD_TEXT, NOT_SURE_TEXT, SpaceError, launch_app, make_app, ingest_feedback, read_feedback, verdict, write_space
+from foodvision.app import COLLECT_CONSENT, NOT_FOOD_TEXT, NOT_SURE_TEXT, launch_app, make_app, verdict
+from foodvision.draw import SYNTH_CLASSES, synth_jpeg
+from foodvision.feedback import ingest_feedback, read_feedback
+from foodvision.run import Run, run_config
+from foodvision.space import SpaceError, space_modules, write_space
 from foodvision.store import Store
-from foodvision.synth import synth_jpeg, synth_store
+from foodvision.synth import synth_store
 
 MAX_FILE = 200_000  # the in-process server's upload limit, in bytes
 LOCAL = ('127.0.0.1', 'localhost', '::1', '0.0.0.0')
@@ -162,7 +166,7 @@ def test_feedback_reaches_the_store(served, run, tmp_path):
     assert rec['predicted'] in app.foodvision.predictor.vocab and 0 < rec['prob'] <= 1
     assert (feedback/rec['image']).read_bytes() == photo.read_bytes()
 
-    store = Store(run.config['store'])
+    store = Store(run_config(run)['store'])
     report = ingest_feedback(feedback, store)
     assert len(report.added) == 1 and not report.conflicts and not report.rejected, report
     fid, iid = report.added[0]
@@ -173,6 +177,21 @@ def test_feedback_reaches_the_store(served, run, tmp_path):
     assert (event.action, event.actor, event.new, event.run_id) == ('add', 'app', 'ramen', run.id)
     again = ingest_feedback(feedback, store)
     assert (again.added, again.skipped) == ([], [fid])
+
+
+def test_feedback_on_a_photo_waiting_in_the_inbox_becomes_a_hint(tmp_path):
+    from foodvision.feedback import save_feedback
+    store = Store.create(tmp_path/'store')
+    synth_store(store, n=18, size=32, seed=5)
+    photo = synth_jpeg('sushi', seed=77, index=0, size=40)
+    (iid,) = store.add_to_inbox([dict(data=photo, hint='maki', hint_source='search')]).added
+    rec = save_feedback(tmp_path/'feedback', photo, 'sushi', dict(label='pizza', prob=0.6), dict(run_id='r1'))
+    report = ingest_feedback(tmp_path/'feedback', store)
+    assert report.hinted == [(rec['id'], iid)] and not report.conflicts and not report.added, report
+    assert store.hints([iid])[['hint', 'source']].values.tolist() == [['maki', 'search'], ['sushi', 'app']]
+    assert store.inbox().set_index('id').loc[iid, 'label'] == ''  # still waiting: a hint is not a label
+    again = ingest_feedback(tmp_path/'feedback', store)
+    assert (again.hinted, again.skipped, len(store.hints())) == ([], [rec['id']], 2)
 
 
 def wait_for_port(proc, port:int, timeout:float=120)->None:
@@ -210,6 +229,7 @@ def test_space_folder_serves_offline_from_a_copy(space, no_network, tmp_path):
         assert 'image' in one_line_app_error(lambda: space_client.predict(handle_file(bad), api_name='/predict'))
         assert space_client.predict(handle_file(examples[1]), 'not_food', api_name='/feedback').startswith('Thanks')
         assert [r['label'] for r in read_feedback(feedback)] == ['not_food']
+        assert not consent_on_page(f'http://127.0.0.1:{port}/')  # a Space does not collect uploads
     finally:
         proc.terminate()
         try: proc.wait(timeout=20)
@@ -218,6 +238,94 @@ def test_space_folder_serves_offline_from_a_copy(space, no_network, tmp_path):
     assert 'Traceback' not in log, log  # the refused uploads left no stack trace on the server either
     assert not net_log.exists(), f"the Space tried to reach: {net_log.read_text()}"
     assert no_network == []
+
+
+# --- collecting uploads (opt-in) -----------------------------------------------------------------------------------------------
+
+def consent_on_page(base:str)->bool:
+    "Whether the page the app serves at `base` carries the consent line (it is in the config the browser renders)."
+    r = httpx.get(f'{base}config', timeout=30)
+    assert r.status_code == 200 and '"components"' in r.text, r.status_code
+    return COLLECT_CONSENT in r.text
+
+
+@pytest.fixture(scope='module')
+def tiny_bundle(tmp_path_factory):
+    "An untrained `test_resnet` bundle: quick to load, and collecting does not care what the model says."
+    from foodvision.bundle import build_model, save_bundle
+    return save_bundle(build_model('test_resnet', len(SYNTH_CLASSES)), tmp_path_factory.mktemp('tiny')/'bundle', arch='test_resnet',
+                       vocab=SYNTH_CLASSES, size=32, mean=[0.5] * 3, std=[0.25] * 3, resize='squish', extra=dict(run_id='tiny-run'))
+
+
+@pytest.fixture(scope='module')
+def collecting(tiny_bundle, no_network, tmp_path_factory):
+    "Two served apps on one bundle, each beside a store of labelled photos: 'on' collects into its store, 'off' does not."
+    tmp, apps = tmp_path_factory.mktemp('collect'), {}
+    stores = {k: Store.create(tmp/k/'store') for k in ('on', 'off')}
+    for store in stores.values(): synth_store(store, n=18, size=32, seed=2)
+    try:
+        for k in stores:
+            apps[k] = make_app(tiny_bundle, feedback_dir=tmp/k/'feedback', collect=stores[k].path if k == 'on' else None)
+            port = free_port()
+            launch_app(apps[k], port=port, max_file_size=MAX_FILE, block=False, quiet=True)
+            apps[k] = (apps[k], local_client(port))
+        yield {k: (app, client, stores[k], tmp/k) for k, (app, client) in apps.items()}
+    finally:
+        for app in apps.values(): (app[0] if isinstance(app, tuple) else app).close()
+
+
+def store_state(store:Store)->tuple:
+    "What a write would change: the version (labels, splits, statuses, the inbox), the image files, the audit log and the hints."
+    return store.version(), sorted(p.name for p in store.images.iterdir()), len(store.events()), len(store.hints())
+
+
+def test_a_collecting_app_keeps_every_upload_in_the_inbox_and_says_so(collecting, tmp_path):
+    app, client, store, folder = collecting['on']
+    assert consent_on_page(app.local_url)
+    labelled = store.items()
+    photo = tmp_path/'lunch.jpg'
+    photo.write_bytes(synth_jpeg('ramen', seed=321, index=2, size=48))  # a photo the store has never seen
+    label, summary = client.predict(handle_file(photo), api_name='/predict')
+    check_prediction(label, summary, app.foodvision.predictor.vocab, backend='torch')
+    (item,) = store.inbox().itertuples()
+    assert (item.label, item.source, item.hint, item.n_hints) == ('', 'app', None, 0)  # the model's guess is not a hint
+    assert Path(item.path).read_bytes() == photo.read_bytes() and Path(item.path).parent == store.images
+    event = store.events().iloc[-1]
+    assert (event.action, event.actor, event.item_id, event.run_id) == ('inbox', 'app', item.id, 'tiny-run')
+
+    thanks = client.predict(handle_file(photo), 'sushi', api_name='/feedback')
+    assert thanks.startswith('Thanks') and '**sushi**' in thanks and 'inbox' in thanks
+    assert store.inbox()[['id', 'hint', 'hint_source', 'n_hints']].values.tolist() == [[item.id, 'sushi', 'app', 1]]
+    assert store.items().equals(labelled)  # the labelled photos are untouched
+    assert not (folder/'feedback').exists()  # a collecting app writes nowhere but its store
+
+
+def test_a_collecting_app_keeps_nothing_it_refuses(collecting, tmp_path):
+    app, client, store, _ = collecting['on']
+    before = store_state(store)
+    notes = tmp_path/'notes.png'
+    notes.write_text('<html>this is not a photo</html>')
+    assert 'not a decodable image' in one_line_app_error(lambda: client.predict(handle_file(notes), api_name='/predict'))
+    bomb = tmp_path/'bomb.png'
+    bomb.write_bytes(bomb_png())
+    assert 'decompression bomb' in one_line_app_error(lambda: client.predict(handle_file(bomb), 'sushi', api_name='/feedback'))
+    secret = tmp_path/'secret.jpg'
+    secret.write_bytes(synth_jpeg('pizza', seed=6, index=1, size=48))  # a photo on the server the app was never given
+    for api_name, data in [('predict', [{'path': str(secret)}]), ('feedback', [{'path': str(secret)}, 'pizza'])]:
+        assert call_raw(app.local_url, api_name, data)[0] != 'complete'
+    assert store_state(store) == before
+
+
+def test_an_app_that_does_not_collect_keeps_nothing_and_says_nothing(collecting, tmp_path):
+    app, client, store, folder = collecting['off']
+    assert not consent_on_page(app.local_url) and app.foodvision.store is None
+    before = store_state(store)
+    photo = tmp_path/'lunch.jpg'
+    photo.write_bytes(synth_jpeg('ramen', seed=321, index=2, size=48))
+    label, summary = client.predict(handle_file(photo), api_name='/predict')
+    check_prediction(label, summary, app.foodvision.predictor.vocab, backend='torch')
+    assert store_state(store) == before and len(store.inbox()) == 0
+    assert not (folder/'feedback').exists()  # a prediction is not saved anywhere
 
 
 # --- the HTTP boundary: a client names data, never a server path ------------------------------------------------------------
@@ -286,19 +394,26 @@ def test_the_upload_cache_is_cleaned_up(served):
 def small_run(tmp_path):
     "A run folder in the shape `train_run` leaves it, with a tiny untrained bundle (no fastai) and its store."
     from foodvision.bundle import build_model, save_bundle
-    from foodvision.synth import SYNTH_CLASSES
     store = Store.create(tmp_path/'store')
     synth_store(store, n=27, size=32, seed=4)
-    run = tmp_path/'runs'/'r1'
-    save_bundle(build_model('test_resnet', len(SYNTH_CLASSES)), run/'bundle', arch='test_resnet', vocab=SYNTH_CLASSES, size=32,
-                mean=[0.5] * 3, std=[0.25] * 3, resize='squish', extra=dict(run_id='r1'))
-    (run/'config.json').write_text(json.dumps(dict(run_id='r1', store=str(store.path))))
+    run = Run(tmp_path/'runs'/'r1')
+    save_bundle(build_model('test_resnet', len(SYNTH_CLASSES)), run.bundle, arch='test_resnet', vocab=SYNTH_CLASSES, size=32,
+                mean=[0.5] * 3, std=[0.25] * 3, resize='squish', extra=dict(run_id=run.id))
+    run.config_file.write_text(json.dumps(dict(run_id=run.id, store=str(store.path))))
     return run, store
+
+
+def test_space_vendors_every_module_the_app_imports_and_nothing_heavier(small_run):
+    mods = set(space_modules())
+    assert {'app', 'feedback', 'imaging', 'store', 'infer', 'bundle'} <= mods  # feedback: the app saves corrections through it
+    assert not {'train', 'data', 'cli', 'gather', 'fetch', 'search', 'draw', 'synth', 'space'} & mods, mods  # no fastai, no web
+    space = write_space(small_run[0], small_run[0].path.parent/'space', n_examples=0, onnx=False)
+    assert sorted(p.stem for p in (space/'foodvision').glob('*.py')) == sorted(['__init__', *mods])
 
 
 def test_space_copies_only_the_bundle_files_the_app_loads(small_run, tmp_path):
     run, _ = small_run
-    bundle = run/'bundle'
+    bundle = run.bundle
     planted = {'learner.pkl': b'\x80\x04pickle', 'weights.pth': b'PK\x03\x04', 'pytorch_model.bin': b'\0' * 64, '.env': b'TOKEN=x',
                'notes.txt': b'private', 'model.onnx': b'not the exported graph', 'sub/more.bin': b'\0'}
     for name, data in planted.items():
@@ -333,7 +448,7 @@ def test_space_publishes_the_gate_it_serves_with(small_run, tmp_path):
     import torch
     from foodvision.bundle import FeatureGate, feature_dim, load_bundle, save_gate
     run, _ = small_run
-    bundle = run/'bundle'
+    bundle = run.bundle
     save_gate(bundle, FeatureGate(torch.ones(9, feature_dim(load_bundle(bundle).model)), 0.4))
     (bundle/'notes.txt').write_bytes(b'private')
     space = write_space(run, tmp_path/'space', n_examples=0, onnx=False)

@@ -14,7 +14,8 @@ import foodvision.bundle as fb
 from foodvision.bundle import BundleError, build_model, dls_preprocessing, load_bundle, save_bundle
 from foodvision.data import food_dls
 from foodvision.store import Store
-from foodvision.synth import SYNTH_CLASSES, synth_image, synth_store
+from foodvision.draw import SYNTH_CLASSES, synth_image
+from foodvision.synth import synth_store
 
 SIZE = 32
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]

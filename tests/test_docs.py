@@ -46,3 +46,18 @@ def test_quarto_config_is_ready_for_nbdev_docs():
     missing = [p.name for p in NOTEBOOKS if p.name not in listed and p.name != 'dashboard.ipynb']
     assert not missing, f"notebooks missing from nbs/sidebar.yml: {missing}"
     assert all((NBS/s).exists() for s in sidebar), 'sidebar lists a notebook that does not exist'
+
+
+def test_the_module_table_has_one_row_per_module_notebook():
+    "README's 'Where things are' names every numbered notebook with the module it exports, and nothing that is gone."
+    index = nbformat.read(NBS/'index.ipynb', as_version=4)
+    table = '\n'.join(c.source for c in index.cells if c.cell_type == 'markdown' and '| notebook | module | what |' in c.source)
+    rows = dict(re.findall(r'^\| `([^`]+)` \| `foodvision\.(\w+)` \|', table, flags=re.M))
+    want = {}
+    for p in NOTEBOOKS:
+        if not p.name[0].isdigit(): continue
+        src = '\n'.join(c.source for c in nbformat.read(p, as_version=4).cells if c.cell_type == 'code')
+        m = re.search(r'^#\|\s*default_exp\s+(\S+)', src, flags=re.M)
+        if m: want[p.stem] = m.group(1)
+    assert rows == want, f"index.ipynb's module table differs: missing {sorted(set(want) - set(rows))}, gone {sorted(set(rows) - set(want))}, " \
+                         f"wrong module {sorted(k for k in set(rows) & set(want) if rows[k] != want[k])}"

@@ -1,5 +1,7 @@
 "Gathering against a real HTTP server on 127.0.0.1: every refusal reason, deadlines, caps, retries and re-runs."
 import io
+import json
+import queue
 import socket
 import ssl
 import struct
@@ -12,10 +14,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
+import foodvision.fetch as F
 import foodvision.gather as G
-from foodvision.gather import (DDGSSearch, FetchFailed, FetchPolicy, ImageHit, SearchFailed, StaticSearch, fetch_image,
-                               format_report, gather, read_classes, search_library)
-from foodvision.store import Store, StoreError
+from foodvision.fetch import FetchFailed, FetchPolicy, fetch_image
+from foodvision.gather import format_report, gather, read_classes
+from foodvision.search import DDGSSearch, ImageHit, SearchFailed, StaticSearch, search_library
+from foodvision.store import Store, StoreError, read_lines
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,34 +58,27 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def stream(self, total, declare_length):
-        "Send `total` bytes of a 'JPEG' in 64 kB pieces, made as we go; stop when the client hangs up."
+        "Send `total` bytes of a 'JPEG' in 64 kB pieces, made as we go; note what was sent if the client hangs up."
         self.send_response(200); self.send_header('Content-Type', 'image/jpeg')
         if declare_length: self.send_header('Content-Length', str(total))
         self.end_headers()
-        piece = b'\0' * 65536
+        piece, sent = b'\0' * 65536, 0
         try:
-            while self.server.sent[self.path] < total and not self.server.stop.is_set():
-                self.wfile.write(piece); self.server.sent[self.path] += len(piece)
-        except OSError: pass  # the client stopped reading: that is the point
+            while sent < total and not self.server.stop.is_set():
+                self.wfile.write(piece); sent += len(piece)
+        except OSError: self.server.hangups(self.path).put(sent)  # the client stopped reading: that is the point
 
-    def drip(self):
-        self.send_response(200); self.send_header('Content-Type', 'image/jpeg'); self.end_headers()
-        try:
-            for _ in range(300):  # one byte every 0.1 s, for up to 30 s
-                if self.server.stop.is_set(): return
-                self.wfile.write(b'\xff'); self.wfile.flush(); time.sleep(0.1)
-        except OSError: pass
-
-    def drip_headers(self):
-        self.wfile.write(b'HTTP/1.0 200 OK\r\nContent-Type: image/jpeg\r\n'); self.wfile.flush()
+    def drip(self, piece):
+        "Send `piece` every 0.1 s, 300 times (30 s); note how many were sent if the client hangs up first."
+        sent = 0
         try:
             for _ in range(300):
                 if self.server.stop.is_set(): return
-                self.wfile.write(b'X-Slow: 1\r\n'); self.wfile.flush(); time.sleep(0.1)
-        except OSError: pass
+                self.wfile.write(piece); self.wfile.flush(); sent += 1; time.sleep(0.1)
+        except OSError: self.server.hangups(self.path).put(sent)
 
     def do_GET(self):
-        server, path = self.server, self.path
+        server, path = self.server, self.path.split('?')[0]  # a query only tells one test's requests from another's
         server.requests[path] += 1
         server.hosts.append(self.headers.get('Host'))
         if path == '/good.jpg': return self.send(200, 'image/jpeg', GOOD_JPG)
@@ -91,8 +88,12 @@ class Handler(BaseHTTPRequestHandler):
         if path == '/bomb.png': return self.send(200, 'image/png', BOMB_PNG)
         if path == '/huge.jpg': return self.stream(50 * MB, declare_length=False)
         if path == '/huge-declared.jpg': return self.stream(50 * MB, declare_length=True)
-        if path == '/drip.jpg': return self.drip()
-        if path == '/drip-headers.jpg': return self.drip_headers()
+        if path == '/drip.jpg':
+            self.send_response(200); self.send_header('Content-Type', 'image/jpeg'); self.end_headers()
+            return self.drip(b'\xff')
+        if path == '/drip-headers.jpg':
+            self.wfile.write(b'HTTP/1.0 200 OK\r\nContent-Type: image/jpeg\r\n')
+            return self.drip(b'X-Slow: 1\r\n')
         if path == '/to-private': return self.send(302, Location='http://10.0.0.1/x.jpg')
         if path == '/to-router': return self.send(302, Location='http://192.168.1.1/')
         if path == '/to-metadata': return self.send(307, Location='http://169.254.169.254/latest/meta-data/')
@@ -106,14 +107,29 @@ class Handler(BaseHTTPRequestHandler):
         return self.send(404, 'text/plain', b'not found')
 
 
+class Server(ThreadingHTTPServer):
+    "The test server: counts requests per path, keeps Host headers, and notes each client that hung up mid-response."
+    daemon_threads = True
+    def __init__(self):
+        super().__init__(('127.0.0.1', 0), Handler)
+        self.requests, self.hosts, self.stop, self.lock, self.hung = Counter(), [], threading.Event(), threading.Lock(), {}
+        self.base = f'http://127.0.0.1:{self.server_address[1]}'
+    def hangups(self, path:str)->queue.Queue:
+        "What the handler of `path` (query included) had sent each time a client hung up on it."
+        with self.lock: return self.hung.setdefault(path, queue.Queue())
+    def handle_error(self, request, address): pass  # clients hanging up mid-body are expected here
+
+
+def hung_up(server, path:str)->int:
+    "What `path`'s handler had sent when the client hung up; fails if the response ran to its end instead."
+    try: return server.hangups(path).get(timeout=45)  # the handler notices at its next write; a full drip lasts 30 s
+    except queue.Empty: raise AssertionError(f"the client never hung up on {path}") from None
+
+
 @pytest.fixture(scope='module')
 def server():
-    srv = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-    srv.daemon_threads = True
-    srv.requests, srv.sent, srv.hosts, srv.stop = Counter(), Counter(), [], threading.Event()
-    srv.handle_error = lambda request, address: None  # clients hanging up mid-body are expected here
+    srv = Server()
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    srv.base = f'http://127.0.0.1:{srv.server_address[1]}'
     yield srv
     srv.stop.set(); srv.shutdown(); srv.server_close()
 
@@ -127,7 +143,7 @@ def connections(monkeypatch):
             seen.append(address[:2])
             assert address[0] in ('127.0.0.1', '::1'), f"tried to connect to {address}"
             return super().connect(address)
-    monkeypatch.setattr(G.socket, 'socket', SpySocket)
+    monkeypatch.setattr(F.socket, 'socket', SpySocket)
     return seen
 
 
@@ -151,15 +167,13 @@ def gathered(server, tmp_path_factory):
     store = Store.create(tmp_path_factory.mktemp('gather')/'store')
     urls = [server.base + p for p in GOOD[1:] + list(BAD)] + ['ftp://127.0.0.1/x.jpg']
     search = StaticSearch({'pizza food photo': [ImageHit(server.base + GOOD[0], PAGE, 'pizza'), *urls]})
-    start = time.monotonic()
     report = gather(store, ['pizza'], search, allow_loopback=True, max_bytes=MB, timeout=1, deadline=2, workers=6,
                     retries=1, max_retry_after=0.1)
-    elapsed = time.monotonic() - start
-    return store, report, search, elapsed
+    return store, report, search
 
 
 def test_gather_adds_exactly_the_good_images(gathered, server):
-    store, report, _, _ = gathered
+    store, report, _ = gathered
     items = store.items()
     assert sorted(items.source_url) == sorted([PAGE] + [server.base + p for p in GOOD[1:]])  # the page, when known
     assert set(items.label) == {'pizza'} and set(items.source) == {'web'} and set(items.licence) == {'unknown'}
@@ -167,15 +181,17 @@ def test_gather_adds_exactly_the_good_images(gathered, server):
     stored = {u: (store.path/f).read_bytes() for u, f in zip(items.source_url, items.file)}
     assert stored[PAGE] == GOOD_JPG and stored[server.base + '/good.png'] == GOOD_PNG
     assert stored[server.base + '/busy-once.jpg'] == LATE_JPG
+    ledger = read_lines(G._ledger_path(store))
+    assert sorted(e['item_id'] for e in ledger if e['outcome'] == 'added') == sorted(items.id)  # the ids the store reported
 
 
 def test_gather_counts_every_failure_by_reason(gathered, server):
-    _, report, _, elapsed = gathered
+    _, report, _ = gathered
     expected = Counter(BAD.values()) + Counter(bad_scheme=1)
     assert report.failures == expected
     by_url = {url: reason for _, url, reason, _ in report.failed}
     assert by_url == {**{server.base + p: r for p, r in BAD.items()}, 'ftp://127.0.0.1/x.jpg': 'bad_scheme'}
-    assert elapsed < 15, elapsed  # the drip was cut off by its 2 s deadline
+    assert hung_up(server, '/drip.jpg') < 300  # a 'timeout' with a byte every 0.1 s and 1 s reads: the deadline cut the drip off
     assert 'failed timeout: 1\n    e.g. ' + server.base + '/drip.jpg' in format_report(report)
 
 
@@ -185,7 +201,7 @@ def test_429_is_retried_then_succeeds(gathered, server):
 
 
 def test_rerun_adds_nothing_and_skips_stored_urls(gathered, server):
-    store, _, search, _ = gathered
+    store, _, search = gathered
     before = Counter(server.requests)
     again = gather(store, ['pizza'], search, allow_loopback=True, max_bytes=MB, timeout=1, deadline=1, workers=6,
                    retries=0, progress=False)
@@ -196,10 +212,42 @@ def test_rerun_adds_nothing_and_skips_stored_urls(gathered, server):
 
 
 def test_same_content_from_a_new_url_is_a_duplicate(gathered, server):
-    store, _, _, _ = gathered
+    store, _, _ = gathered
     search = StaticSearch({'pizza again': [server.base + '/hop']})  # a new query: the cache has the first one
     report = gather(store, ['pizza'], search, query='{} again', allow_loopback=True, timeout=1, deadline=2, progress=False)
     assert report.failures == Counter(duplicate=1) and len(store.items()) == 3
+
+
+def test_gather_into_the_inbox_leaves_photos_unlabelled_with_their_search_hint(server, tmp_path):
+    store = Store.create(tmp_path/'store')
+    search = StaticSearch({'pizza food photo': [server.base + '/good.jpg', server.base + '/good.png?inbox', server.base + '/page.jpg'],
+                           'pasta food photo': [server.base + '/hop?inbox']})  # /hop redirects to /good.png: pizza's photo
+    report = gather(store, ['pizza', 'pasta'], search, inbox=True, allow_loopback=True, timeout=1, deadline=2, progress=False)
+    assert sum(report.added.values()) == 2 and report.failures == Counter(duplicate=1, not_image_content_type=1)
+    assert len(store.items()) == 0  # nothing labelled
+    inbox = store.inbox()
+    assert len(inbox) == 2 and set(inbox.label) == {''} and set(inbox.source) == {'web'} and set(inbox.hint_source) == {'search'}
+    png = inbox.set_index('source_url').loc[server.base + '/good.png?inbox']
+    assert sorted(store.hints([png.id]).hint) == ['pasta', 'pizza']  # found by both searches: stored once, both hints kept
+    assert set(store.events().action) == {'inbox'} and set(store.events().actor) == {'import'}
+    assert 'into the inbox' in format_report(report)
+    ledger = read_lines(G._ledger_path(store))
+    assert sorted(e['hint'] for e in ledger) == ['pasta', 'pizza', 'pizza'] and not any('label' in e for e in ledger)
+
+    again = gather(store, ['pizza', 'pasta'], search, inbox=True, allow_loopback=True, timeout=1, deadline=2, progress=False)
+    assert sum(again.added.values()) == 0 and again.skipped == Counter(pizza=2, pasta=1)
+    assert len(store.inbox()) == 2 and len(store.hints()) == 3  # a rerun adds no photo and no hint
+    assert len(search.calls) == 2  # both searches came from the cache
+
+
+def test_gather_into_the_inbox_never_touches_a_labelled_photo(gathered, server):
+    store, _, _ = gathered
+    labelled = store.items().set_index('source_url').loc[server.base + '/good.png']
+    search = StaticSearch({'sushi food photo': [server.base + '/good.png?labelled']})  # the same bytes, a new URL
+    report = gather(store, ['sushi'], search, inbox=True, allow_loopback=True, timeout=1, deadline=2, progress=False)
+    assert report.failures == Counter(duplicate=1) and sum(report.added.values()) == 0
+    assert len(store.inbox()) == 0 and len(store.hints()) == 0
+    assert store.items().set_index('id').loc[labelled.id, 'label'] == 'pizza'
 
 
 # --- single downloads ---------------------------------------------------------------------------------------------
@@ -221,7 +269,7 @@ def test_private_and_mixed_dns_answers_are_refused(monkeypatch, connections):
     answers = {'evil.test': ['10.0.0.5'], 'mixed.test': ['8.8.8.8', '192.168.0.10'], 'meta.test': ['fe80::1']}
     def fake_getaddrinfo(host, port, *args, **kwargs):
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, '', (a, port)) for a in answers[host]]
-    monkeypatch.setattr(G.socket, 'getaddrinfo', fake_getaddrinfo)
+    monkeypatch.setattr(F.socket, 'getaddrinfo', fake_getaddrinfo)
     for host in answers: assert fetch_reason(f'http://{host}/x.jpg') == 'not_public_address'
     assert connections == []
 
@@ -232,20 +280,20 @@ def test_connects_to_the_checked_address_with_the_host_header(server, monkeypatc
         calls.append(host)
         address = '127.0.0.1' if len(calls) == 1 else '10.0.0.1'
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, '', (address, p))]
-    monkeypatch.setattr(G.socket, 'getaddrinfo', rebinding_dns)
+    monkeypatch.setattr(F.socket, 'getaddrinfo', rebinding_dns)
     assert fetch_image(f'http://images.test:{port}/good.jpg', FetchPolicy(**FAST)) == GOOD_JPG
     assert calls == ['images.test'] and connections == [('127.0.0.1', port)]
     assert server.hosts[-1] == f'images.test:{port}'
 
 
 def test_https_checks_the_certificate_against_the_host_name(server, monkeypatch, connections):
-    assert G._tls_context().check_hostname and G._tls_context().verify_mode == ssl.CERT_REQUIRED
+    assert F._tls_context().check_hostname and F._tls_context().verify_mode == ssl.CERT_REQUIRED
     names = []
     class RecordingContext:
         def wrap_socket(self, sock, server_hostname=None):
             names.append(server_hostname); sock.close(); raise ssl.SSLCertVerificationError('hostname mismatch')
-    monkeypatch.setattr(G, '_tls_context', lambda: RecordingContext())
-    monkeypatch.setattr(G.socket, 'getaddrinfo', lambda h, p, *a, **k: [(socket.AF_INET, socket.SOCK_STREAM, 6, '', ('127.0.0.1', p))])
+    monkeypatch.setattr(F, '_tls_context', lambda: RecordingContext())
+    monkeypatch.setattr(F.socket, 'getaddrinfo', lambda h, p, *a, **k: [(socket.AF_INET, socket.SOCK_STREAM, 6, '', ('127.0.0.1', p))])
     assert fetch_reason(f'https://images.test:{server.server_address[1]}/good.jpg') == 'tls_error'
     assert names == ['images.test'] and connections == [('127.0.0.1', server.server_address[1])]
 
@@ -254,16 +302,19 @@ def test_real_tls_handshake_with_a_plain_server_fails_cleanly(server):
     assert fetch_reason(f'https://127.0.0.1:{server.server_address[1]}/good.jpg') == 'tls_error'
 
 
+# A byte (or a header line) every 0.1 s never lets a 5 s read time out: a 'timeout' here can only be the 1 s deadline, and the
+# server must see us hang up long before its 30 s drip ends.
+
 def test_slow_drip_is_cut_off_by_the_deadline(server):
-    start = time.monotonic()
-    assert fetch_reason(server.base + '/drip.jpg', deadline=1.0, read_timeout=5) == 'timeout'
-    assert time.monotonic() - start < 2.5
+    path = '/drip.jpg?test=deadline'
+    assert fetch_reason(server.base + path, deadline=1.0, read_timeout=5) == 'timeout'
+    assert hung_up(server, path) < 300
 
 
 def test_slow_headers_are_cut_off_by_the_deadline(server):
-    start = time.monotonic()
-    assert fetch_reason(server.base + '/drip-headers.jpg', deadline=1.0, read_timeout=5) == 'timeout'
-    assert time.monotonic() - start < 2.5
+    path = '/drip-headers.jpg?test=deadline'
+    assert fetch_reason(server.base + path, deadline=1.0, read_timeout=5) == 'timeout'
+    assert hung_up(server, path) < 300
 
 
 @pytest.mark.parametrize('address, public', [
@@ -273,15 +324,14 @@ def test_slow_headers_are_cut_off_by_the_deadline(server):
     ('fe80::1', False), ('fd00::1', False), ('ff02::1', False), ('::ffff:10.0.0.1', False),
     ('::ffff:127.0.0.1', False), ('::ffff:8.8.8.8', True), ('2002:c0a8:101::1', False), ('64:ff9b::a00:1', False)])
 def test_only_public_addresses_are_allowed(address, public):
-    assert G.is_public_address(address) is public
-    assert G.is_public_address(address, allow_loopback=True) is (public or address in ('127.0.0.1', '::1', '::ffff:127.0.0.1'))
+    assert F.is_public_address(address) is public
+    assert F.is_public_address(address, allow_loopback=True) is (public or address in ('127.0.0.1', '::1', '::ffff:127.0.0.1'))
 
 
 def test_body_cap_is_enforced_while_streaming(server):
-    server.sent['/huge.jpg'] = 0
-    assert fetch_reason(server.base + '/huge.jpg', max_bytes=MB) == 'too_large'
-    time.sleep(0.2)
-    assert server.sent['/huge.jpg'] < 20 * MB  # we hung up long before 50 MB
+    path = '/huge.jpg?test=cap'
+    assert fetch_reason(server.base + path, max_bytes=MB) == 'too_large'
+    assert hung_up(server, path) < 20 * MB  # the server saw us hang up long before its 50 MB
 
 
 def test_declared_length_over_the_cap_is_refused_before_reading(server):
@@ -338,3 +388,32 @@ def test_read_classes(tmp_path):
     assert read_classes(f) == ['pizza', 'pad thai']
     f.write_text('pizza\n../etc\n')
     with pytest.raises(StoreError, match='line 2'): read_classes(f)
+
+
+# --- the ledger -------------------------------------------------------------------------------------------------------
+
+def ledger_entries(writer:str, n:int)->list:
+    return [dict(image_url=f'http://example.com/{writer}/{i}.jpg', source_url='', label='pizza', item_id=f'{i:016x}',
+                 outcome='added') for i in range(n)]
+
+
+def test_the_ledger_survives_two_writers(tmp_path):
+    store = Store.create(tmp_path/'store')
+    start = threading.Barrier(2)
+    def write(writer):
+        start.wait()  # both gathers append at the same time
+        for k in range(100): G._append_ledger(store, ledger_entries(f'{writer}{k}', 5))
+    writers = [threading.Thread(target=write, args=(w,)) for w in 'ab']
+    for t in writers: t.start()
+    for t in writers: t.join()
+    lines = G._ledger_path(store).read_text().splitlines()
+    assert len(lines) == 1000 and all(isinstance(json.loads(line), dict) for line in lines)  # none lost, none interleaved
+    assert G.gathered_urls(store) == {e['image_url'] for w in 'ab' for k in range(100) for e in ledger_entries(f'{w}{k}', 5)}
+
+
+def test_a_torn_ledger_line_loses_nothing_after_it(tmp_path):
+    store = Store.create(tmp_path/'store')
+    G._append_ledger(store, ledger_entries('before', 2))
+    with open(G._ledger_path(store), 'a') as f: f.write('{"image_url": "http://example.com/torn')  # a gather killed mid-write
+    G._append_ledger(store, ledger_entries('after', 2))
+    assert G.gathered_urls(store) == {f'http://example.com/{w}/{i}.jpg' for w in ('before', 'after') for i in range(2)}

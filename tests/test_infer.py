@@ -13,6 +13,7 @@ from foodvision.bundle import (BundleError, FeatureGate, build_model, fit_gate_o
 from foodvision.imaging import open_image_checked
 from foodvision.infer import (ONNX_FILE, check_onnx_parity, export_onnx, export_onnx_command, load_predictor, predict,
                               predict_command)
+from foodvision.run import Run
 from foodvision.store import Store
 from foodvision.synth import synth_store
 
@@ -38,8 +39,8 @@ def run_dir(tmp_path_factory):
     model = build_model('resnet18', len(vocab))
     with torch.no_grad(): model[1][-1].weight.mul_(30.)
     run = tmp/'runs'/'run-1'
-    save_bundle(model, run/'bundle', arch='resnet18', vocab=vocab, size=32, mean=MEAN, std=STD, resize='pad')
-    (run/'config.json').write_text(json.dumps(dict(run_id='run-1', store=str(store.path))))
+    save_bundle(model, Run(run).bundle, arch='resnet18', vocab=vocab, size=32, mean=MEAN, std=STD, resize='pad')
+    Run(run).config_file.write_text(json.dumps(dict(run_id='run-1', store=str(store.path))))
     out = io.StringIO()
     assert export_onnx_command(run, n_check=6, out=out) == 0
     run.joinpath('export.log').write_text(out.getvalue())
@@ -48,18 +49,18 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def test_images(run_dir):
-    store = Store(json.loads((run_dir/'config.json').read_text())['store'])
+    store = Store(json.loads(Run(run_dir).config_file.read_text())['store'])
     return [open_image_checked(p) for p in store.items(split='test').path]
 
 
 def copy_bundle(run_dir, tmp_path, name='copy'):
-    return Path(shutil.copytree(run_dir/'bundle', tmp_path/name))
+    return Path(shutil.copytree(Run(run_dir).bundle, tmp_path/name))
 
 
 # --- export and parity --------------------------------------------------------------------------------------------------------
 
 def test_export_writes_checked_recorded_onnx(run_dir):
-    bundle = run_dir/'bundle'
+    bundle = Run(run_dir).bundle
     proto = onnx.load(str(bundle/ONNX_FILE))
     onnx.checker.check_model(proto)
     assert [i.name for i in proto.graph.input] == ['pixels'] and [o.name for o in proto.graph.output] == ['logits', 'features']
@@ -74,15 +75,15 @@ def test_export_writes_checked_recorded_onnx(run_dir):
 
 
 def test_parity_with_pytorch(run_dir, test_images):
-    p = check_onnx_parity(run_dir/'bundle', test_images)
+    p = check_onnx_parity(Run(run_dir).bundle, test_images)
     assert p['ok'] and p['max_abs_diff'] < 1e-3 and p['top1_agree'] == p['n_images'] == len(test_images) > 0
-    probs = load_predictor(run_dir/'bundle', backend='torch').predict(test_images)
+    probs = load_predictor(Run(run_dir).bundle, backend='torch').predict(test_images)
     assert len({r['label'] for r in probs}) > 1 or max(r['prob'] for r in probs) > 0.2  # not a degenerate model
 
 
 def test_parity_on_batch_sizes(run_dir, test_images):
     "One image, an odd batch and a full batch: the batch axis is really dynamic."
-    onnx_p, torch_p = load_predictor(run_dir/'bundle', backend='onnx', bs=3), load_predictor(run_dir/'bundle', backend='torch')
+    onnx_p, torch_p = load_predictor(Run(run_dir).bundle, backend='onnx', bs=3), load_predictor(Run(run_dir).bundle, backend='torch')
     for images in (test_images[:1], test_images[:5], test_images):
         a, b = onnx_p.predict(images), torch_p.predict(images)
         assert [r['label'] for r in a] == [r['label'] for r in b]
@@ -92,7 +93,7 @@ def test_parity_on_batch_sizes(run_dir, test_images):
 def test_export_refuses_when_parity_fails(run_dir, test_images, tmp_path, monkeypatch):
     bundle = copy_bundle(run_dir, tmp_path)
     def sloppy_export(model, size, dest, opset=None, dynamo=True):  # the real graph, plus 3 on one class's logit
-        proto = onnx.load(str(run_dir/'bundle'/ONNX_FILE))
+        proto = onnx.load(str(Run(run_dir).bundle/ONNX_FILE))
         last = next(n for n in proto.graph.node if 'logits' in n.output)
         last.output[list(last.output).index('logits')] = 'raw'
         shift = np.zeros(len(read_config(bundle)['vocab']), dtype=np.float32); shift[1] = 3
@@ -157,7 +158,7 @@ def test_unrecorded_or_stale_onnx_is_refused(run_dir, tmp_path):
 
 def test_auto_picks_onnx_when_present(run_dir, tmp_path, test_images):
     auto = load_predictor(run_dir)  # a run folder works too
-    assert auto.backend == 'onnx' and auto.size == 32 and auto.threshold == 0.5 and auto.vocab == read_config(run_dir/'bundle')['vocab']
+    assert auto.backend == 'onnx' and auto.size == 32 and auto.threshold == 0.5 and auto.vocab == read_config(Run(run_dir).bundle)['vocab']
     plain = copy_bundle(run_dir, tmp_path); (plain/ONNX_FILE).unlink()
     assert load_predictor(plain).backend == 'torch'
     with pytest.raises(BundleError, match='export-onnx'): load_predictor(plain, backend='onnx')
@@ -186,7 +187,7 @@ print(p.backend, lazy, any(m.split('.')[0] == 'fastai' for m in sys.modules), r[
 
 @pytest.fixture
 def photos(run_dir, tmp_path):
-    store = Store(json.loads((run_dir/'config.json').read_text())['store'])
+    store = Store(json.loads(Run(run_dir).config_file.read_text())['store'])
     folder = tmp_path/'photos'; (folder/'sub').mkdir(parents=True)
     paths = list(store.items(split='test').path)
     shutil.copy(paths[0], folder/'a_good.jpg')
@@ -198,7 +199,7 @@ def photos(run_dir, tmp_path):
 
 
 def test_predict_folder_reports_bad_files_and_goes_on(run_dir, photos):
-    results = predict(run_dir/'bundle', [photos, (photos/'a_good.jpg').read_bytes()], top_k=2, bs=2)
+    results = predict(Run(run_dir).bundle, [photos, (photos/'a_good.jpg').read_bytes()], top_k=2, bs=2)
     assert [Path(r['path']).name if r['path'] else None for r in results] == ['a_good.jpg', 'b_broken.jpg', 'c_bomb.png', 'd_good.jpg', None]
     good, broken, bomb, good2, raw = results
     assert 'not a decodable image' in broken['error'] and 'decompression bomb' in bomb['error']
@@ -222,7 +223,7 @@ def test_predict_command_prints_to_stdout_by_default(run_dir, photos, capsys):
 
 def test_predict_command_json_lines_and_exit_code(run_dir, photos):
     out = io.StringIO()
-    assert predict_command(run_dir/'bundle', [str(photos)], top_k=3, as_json=True, out=out) == 1
+    assert predict_command(Run(run_dir).bundle, [str(photos)], top_k=3, as_json=True, out=out) == 1
     rows = [json.loads(line) for line in out.getvalue().splitlines()]
     assert len(rows) == 4 and sum('error' in r for r in rows) == 2
     ok = [r for r in rows if 'error' not in r]
@@ -230,7 +231,7 @@ def test_predict_command_json_lines_and_exit_code(run_dir, photos):
     out = io.StringIO()
     assert predict_command(run_dir, [str(photos/'a_good.jpg')], out=out) == 0
     path, label, prob, *rest = out.getvalue().split()
-    assert path.endswith('a_good.jpg') and label in read_config(run_dir/'bundle')['vocab'] and 0 < float(prob) <= 1
+    assert path.endswith('a_good.jpg') and label in read_config(Run(run_dir).bundle)['vocab'] and 0 < float(prob) <= 1
 
 
 def test_export_command_without_store_uses_noise(run_dir, tmp_path):
@@ -244,8 +245,8 @@ def test_export_command_without_store_uses_noise(run_dir, tmp_path):
 @pytest.fixture(scope='module')
 def gated_dir(run_dir, tmp_path_factory):
     "A copy of the run's bundle (with its ONNX export) and a gate fitted on its store's training and validation images."
-    bundle = Path(shutil.copytree(run_dir/'bundle', tmp_path_factory.mktemp('gated')/'bundle'))
-    store = Store(json.loads((run_dir/'config.json').read_text())['store'])
+    bundle = Path(shutil.copytree(Run(run_dir).bundle, tmp_path_factory.mktemp('gated')/'bundle'))
+    store = Store(json.loads(Run(run_dir).config_file.read_text())['store'])
     save_gate(bundle, fit_gate_on_items(load_bundle(bundle), store.items(split='train'), store.items(split='valid')))
     return bundle
 
@@ -264,7 +265,7 @@ def test_export_refuses_when_the_features_disagree(run_dir, test_images, tmp_pat
     "An exporter bug in the features alone: every probability and top class agrees, and the export is still refused."
     bundle = copy_bundle(run_dir, tmp_path)
     def sloppy_export(model, size, dest, opset=None, dynamo=True):  # the real graph, plus 1 on one pooled feature
-        proto = onnx.load(str(run_dir/'bundle'/ONNX_FILE))
+        proto = onnx.load(str(Run(run_dir).bundle/ONNX_FILE))
         last = next(n for n in proto.graph.node if 'features' in n.output)
         last.output[list(last.output).index('features')] = 'raw'
         shift = np.zeros(512, dtype=np.float32); shift[1] = 1.0

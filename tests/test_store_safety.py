@@ -145,8 +145,8 @@ def test_a_read_only_store_can_be_listed_exported_diffed_and_trained_on(tmp_path
 
 def test_16_bit_and_exif_rotated_photos_reach_training_evaluation_and_find_as_they_look(tmp_path):
     from foodvision.data import OpenImage
-    from foodvision.evaluate import ImageFiles
-    from foodvision.find import image_stats
+    from foodvision.batches import ImageFiles
+    from foodvision.quality import image_stats
     d = tmp_path/'src'/'soup'; d.mkdir(parents=True)
     Image.fromarray(np.full((20, 30), 32768, dtype=np.uint16)).save(d/'grey16.png')  # mid-grey, 16 bits
     side = Image.new('RGB', (40, 20), 'white'); side.paste((255, 0, 0), (0, 0, 20, 20))

@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,19 +11,23 @@ import torch
 from foodvision.data import food_dls
 from foodvision.store import Store
 from foodvision.synth import synth_store
-from foodvision.track import TRACKING_FILE, TrackCallback, Tracker, choose_mode, read_tracking
+from foodvision.run import Run
+from foodvision.track import TrackCallback, Tracker, choose_mode, read_tracking, sync_offline
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
 def wandb_env(tmp_path, monkeypatch):
-    "No credentials, no WANDB_MODE, every W&B folder inside tmp_path, W&B quiet."
+    "No credentials, no WANDB_MODE, HOME (and the XDG folders W&B's defaults live in) inside tmp_path, W&B quiet."
     home = tmp_path/'home'; home.mkdir()
     monkeypatch.setenv('HOME', str(home))
     monkeypatch.setenv('NETRC', str(home/'.netrc'))
-    for var in ('WANDB_API_KEY', 'WANDB_MODE', 'WANDB_BASE_URL', 'WANDB_IDENTITY_TOKEN_FILE'): monkeypatch.delenv(var, raising=False)
-    for var in ('WANDB_DIR', 'WANDB_DATA_DIR', 'WANDB_CACHE_DIR', 'WANDB_CONFIG_DIR'): monkeypatch.setenv(var, str(tmp_path/'wandb-home'))
+    for var, sub in [('XDG_DATA_HOME', '.local/share'), ('XDG_CACHE_HOME', '.cache'), ('XDG_CONFIG_HOME', '.config')]:
+        monkeypatch.setenv(var, str(home/sub))
+    for var in ('WANDB_API_KEY', 'WANDB_MODE', 'WANDB_BASE_URL', 'WANDB_IDENTITY_TOKEN_FILE', 'WANDB_DATA_DIR', 'WANDB_ARTIFACT_DIR'):
+        monkeypatch.delenv(var, raising=False)
+    for var in ('WANDB_DIR', 'WANDB_CACHE_DIR', 'WANDB_CONFIG_DIR'): monkeypatch.setenv(var, str(tmp_path/'wandb-home'))
     monkeypatch.setenv('WANDB_SILENT', 'true')
     return home
 
@@ -85,23 +90,44 @@ def test_offline_run_through_real_training(tmp_path, wandb_env, store, bundle):
         tracker.finish()
     assert tracking_warnings(caught) == []
 
-    offline = list((run_dir/'wandb').glob('offline-run-*'))
-    assert len(offline) == 1
-    wandb_file, = offline[0].glob('*.wandb')
-    data = wandb_file.read_bytes()
-    assert b'dataset-food' in data and b'food-model' in data and b'eval/predictions' in data
-
     rec = read_tracking(run_dir)
+    tracking = Run(run_dir).tracking_dir
+    offline = sorted((tracking/'wandb').glob('offline-run-*'))
+    assert len(offline) == 2, 'the training run and the run that produces the dataset version'
+    assert {str(p) for p in offline} == {rec['wandb']['files'], rec['dataset']['producer']['files']}
+    (train_file,), (dataset_file,) = Path(rec['wandb']['files']).glob('*.wandb'), Path(rec['dataset']['producer']['files']).glob('*.wandb')
+    data = train_file.read_bytes()
+    assert b'food-model' in data and b'eval/predictions' in data
+    assert b'dataset-food' in dataset_file.read_bytes()
     assert (rec['mode'], rec['status'], rec['errors']) == ('offline', 'finished', [])
-    assert rec['wandb']['sync'] == f"wandb sync {offline[0]}"
+    assert rec['wandb']['sync'] == f"foodvision track sync {run_dir}"
     (epoch,) = rec['history']
     assert set(epoch) == {'step', 'epoch', 'train_loss', 'valid_loss', 'accuracy'} and epoch['epoch'] == 0
     assert epoch['valid_loss'] == pytest.approx(float(valid_loss))
-    assert (rec['dataset']['version'], rec['dataset']['n_items'], rec['dataset']['linked_as']) == (store.version(), 30, 'output')
+    assert (rec['dataset']['version'], rec['dataset']['n_items'], rec['dataset']['linked_as']) == (store.version(), 30, 'input after sync')
     assert rec['model']['files'] == ['model.safetensors', 'vocab.json']
     assert rec['model']['dataset_version'] == store.version()
     assert rec['eval_table']['rows'] == len(df) == 4
     assert rec['tags'] == ['test', 'best'] and rec['best']['is_best']
+
+    # self-contained: W&B's staged copies of the artifact files are in the run folder, none in the (temp) HOME's data folder
+    assert not (wandb_env/'.local'/'share'/'wandb').exists(), list((wandb_env/'.local'/'share'/'wandb').rglob('*'))
+    staged = sorted(p.read_bytes() for p in (tracking/'artifacts'/'staging').rglob('*') if p.is_file())
+    assert (bundle/'model.safetensors').read_bytes() in staged and (bundle/'vocab.json').read_bytes() in staged
+    assert (tracking/'labels.csv').read_bytes() in staged
+
+    # the later upload: both runs synced, dataset run first, then the dataset version made the training run's input
+    commands, used = [], []
+    class Api:
+        default_entity = 'me'
+        def artifact(self, name): return name
+        def run(self, path): return type('R', (), {'use_artifact': lambda self, art: used.append((path, art))})()
+    def runner(cmd, **kw):
+        commands.append(cmd[-1]); return subprocess.CompletedProcess(cmd, 0, '', '')
+    sync_offline(run_dir, api=Api(), run=runner)
+    assert commands == [rec['dataset']['producer']['files'], rec['wandb']['files']]
+    assert used == [(f"me/foodvision/{rec['wandb']['run_id']}", f"me/foodvision/dataset-food:{store.version()}")]
+    assert read_tracking(run_dir)['dataset']['linked_as'] == 'input'
 
 
 def test_failing_wandb_init_never_stops_training(tmp_path, wandb_env, store, bundle, monkeypatch):
@@ -128,7 +154,7 @@ def test_failing_wandb_init_never_stops_training(tmp_path, wandb_env, store, bun
     assert (rec['mode'], rec['status'], rec['wandb'], tracker.active) == ('offline', 'finished', None, False)
     assert [h['epoch'] for h in rec['history']] == [0, 1]  # the local record still works
     assert rec['dataset']['version'] == store.version() and rec['model']['files'] == ['model.safetensors', 'vocab.json']
-    assert not (run_dir/'wandb').exists()
+    assert not (Run(run_dir).tracking_dir/'wandb').exists()
 
 
 def test_failing_wandb_log_mid_training_is_counted_not_raised(tmp_path, wandb_env, store, monkeypatch):
@@ -181,9 +207,9 @@ def test_choose_mode_refuses_unknown_modes(wandb_env, monkeypatch):
 def test_disabled_tracker_keeps_local_record_without_wandb_files(tmp_path, wandb_env, store):
     tracker = Tracker(tmp_path/'run', mode='disabled')
     tracker.log_metrics({'accuracy': 0.5}); tracker.log_dataset(store); tracker.finish()
-    rec = json.loads((tmp_path/'run'/TRACKING_FILE).read_text())
+    rec = read_tracking(tmp_path/'run')
     assert (rec['mode'], rec['summary'], rec['dataset']['linked_as'], rec['errors']) == ('disabled', {'accuracy': 0.5}, None, [])
-    assert not (tmp_path/'run'/'wandb').exists()
+    assert not (Run(tmp_path/'run').tracking_dir/'wandb').exists()
 
 
 def test_import_does_not_load_wandb():
