@@ -27,11 +27,14 @@ browser:
 
 # Fails if the library is out of sync with the notebooks or notebooks carry outputs they should not,
 # then runs every notebook and the pytest suite.
-test: venv browser
+# The install and the browser download at once (pip unpacks from disk while apt fetches); then the checks.
+test:
+	$(MAKE) --no-print-directory -j2 venv browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/check_sync.py
 	# two notebooks at once on two cores: one math thread each, or OpenMP oversubscription makes training ~4x slower
 	OMP_NUM_THREADS=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/nbdev-test --n-workers 2 --timing
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+	# two test files at once (pytest-xdist); a file's tests stay on one worker, so its module fixtures are built once
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # nbs/ is the source of everything in foodvision/: the modules (nbdev-export) and the packaged dashboard (package_data.py)
 sync: venv

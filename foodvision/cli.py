@@ -27,7 +27,7 @@ from fastcore.docments import docments
 
 from .imaging import ImageRejected
 from .run import SPLITS, Run, eval_metrics, list_run_folders, open_run, run_config
-from .store import Store, StoreError, format_diff, format_event, format_summary
+from .store import Store, StoreError, detail_lines, format_diff, format_event, format_summary
 
 # %% ../nbs/90_cli.ipynb #c0006
 def cmd_synth(args)->int:
@@ -46,13 +46,12 @@ def cmd_import(args)->int:
     rep = store.import_path(args.src, **flag_values(Store.import_path, args))
     if args.inbox:
         print(f"import: {len(rep.added)} added to the inbox, {len(rep.duplicates)} already in the store, {len(rep.rejected)} rejected")
-        for where, why in rep.rejected[:20]: print(f"  rejected {why}")
+        for line in detail_lines([], rep.rejected, 'import'): print(line)
         print(f"version {store.version()}; {store.summary()['n_inbox']} photos wait in the inbox (next: foodvision prelabel {args.store} RUN)")
         return 0
     print(f"import: {len(rep.added)} added, {len(rep.duplicates)} already present, {len(rep.conflicts)} conflicts, "
           f"{len(rep.rejected)} rejected")
-    for iid, have, offered in rep.conflicts[:20]: print(f"  conflict {iid}: store says {have!r}, import says {offered!r} (kept {have!r})")
-    for where, why in rep.rejected[:20]: print(f"  rejected {why}")
+    for line in detail_lines(rep.conflicts, rep.rejected, 'import'): print(line)
     print(f"version {store.version()}")
     return 0
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .imaging import image_ext, open_image_checked
-from .store import Store, StoreError, append_lines, atomic_write_bytes, check_class_name, read_lines, utc_now
+from .store import Store, StoreError, append_lines, atomic_write_bytes, check_class_name, detail_lines, read_lines, utc_now
 
 # %% ../nbs/12_feedback.ipynb #n8866a9e
 FEEDBACK_ENV = 'FOODVISION_FEEDBACK_DIR'
@@ -153,7 +153,6 @@ def ingest_feedback_command(feedback_dir, # folder the app wrote feedback to
     rep = ingest_feedback(feedback_dir, store)
     print(f"ingest-feedback: {len(rep.added)} added, {len(rep.hinted)} hints on photos in the inbox, {len(rep.skipped)} already "
           f"in the store, {len(rep.conflicts)} conflicts, {len(rep.rejected)} rejected")
-    for fid, have, offered in rep.conflicts[:20]: print(f"  conflict {fid}: store says {have!r}, feedback says {offered!r} (kept {have!r})")
-    for where, why in rep.rejected[:20]: print(f"  rejected {where}: {why}")
+    for line in detail_lines(rep.conflicts, rep.rejected, 'feedback', name_where=True): print(line)
     print(f"version {store.version()}")
     return 0

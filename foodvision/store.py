@@ -7,9 +7,9 @@ Docs: https://foodvision.github.io/foodvision/store.html.md"""
 # %% auto #0
 __all__ = ['SPLITS', 'ACTORS', 'MAX_CLASS_NAME', 'SCHEMA', 'SCHEMA_VERSION', 'INBOX', 'PAUSE_ENV', 'HINT_SOURCES', 'MAX_HINT',
            'ITEM_COLUMNS', 'EVENT_COLUMNS', 'INBOX_COLUMNS', 'StoreError', 'check_class_name', 'check_split', 'utc_now',
-           'atomic_write_bytes', 'append_lines', 'read_lines', 'item_id_for', 'pause_point', 'AddReport', 'Store',
-           'check_hint', 'check_item_files', 'format_diff', 'folder_records', 'csv_records', 'inbox_records',
-           'CheckReport', 'format_check', 'format_event', 'format_summary']
+           'atomic_write_bytes', 'append_lines', 'read_lines', 'item_id_for', 'pause_point', 'AddReport',
+           'detail_lines', 'Store', 'check_hint', 'check_item_files', 'format_diff', 'folder_records', 'csv_records',
+           'inbox_records', 'CheckReport', 'format_check', 'format_event', 'format_summary']
 
 # %% ../nbs/01_store.ipynb #c0004
 import csv
@@ -168,6 +168,17 @@ class AddReport:
     def __repr__(self):
         return (f"AddReport(added={len(self.added)}, duplicates={len(self.duplicates)}, "
                 f"conflicts={len(self.conflicts)}, rejected={len(self.rejected)})")
+
+# %% ../nbs/01_store.ipynb #n71ab928
+def detail_lines(conflicts:list, # (who, label in the store, label offered)
+                 rejected:list, # (where, one-line reason)
+                 source:str, # what offered the labels: 'import', 'feedback', ...
+                 name_where:bool=False, # prefix each rejection with its `where` (when the reason does not name it)
+                 limit:int=20, # at most this many lines of each kind
+                )->list[str]:
+    "One wording for what every importer reports: a line per conflict (the store's label is kept, never merged) and per rejected input."
+    return ([f"  conflict {who}: store says {have!r}, {source} says {offered!r} (kept {have!r})" for who, have, offered in conflicts[:limit]]
+            + [f"  rejected {f'{where}: ' if name_where else ''}{why}" for where, why in rejected[:limit]])
 
 # %% ../nbs/01_store.ipynb #c0015
 def _hash_state(rows)->str:
