@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from .imaging import open_image_checked
+from .imaging import open_image_checked, to_rgb
 
 # %% auto #0
 __all__ = ['resolve_device', 'available_cpus', 'loader_workers', 'inference_autocast', 'model_input', 'ImageFiles', 'map_batches']
@@ -58,8 +58,8 @@ class ImageFiles:
                  preprocess, # callable: list of PIL images -> (N, 3, H, W) tensor
                 ): self.paths, self.preprocess = list(paths), preprocess
     def __len__(self): return len(self.paths)
-    def __getitem__(self, i):  # the bundle's own preprocessing: exactly what serving does with the same file
-        return self.preprocess([open_image_checked(self.paths[i])])[0]  # the guarded door: upright, 8-bit
+    def __getitem__(self, i):  # the guarded door (upright, 8-bit), then transparency on white: what training and the app see
+        return self.preprocess([to_rgb(open_image_checked(self.paths[i]))])[0]
 
 # %% ../nbs/04_batches.ipynb #nd4bb071
 def _to_cpu_float(y)->tuple:

@@ -14,7 +14,6 @@ __all__ = ['BUNDLE_FORMAT', 'BUNDLE_VERSION', 'CONFIG', 'WEIGHTS', 'GATE', 'RESI
 
 # %% ../nbs/06_bundle.ipynb #c0004
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -31,8 +30,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .batches import inference_autocast, map_batches, model_input
-from .imaging import open_image_checked, to_rgb
+from .batches import ImageFiles, inference_autocast, map_batches, model_input
 from .store import check_class_name
 
 # %% ../nbs/06_bundle.ipynb #c0008
@@ -541,16 +539,16 @@ def load_gate(path, # a bundle folder
 
 # %% ../nbs/06_bundle.ipynb #n58bd338
 def _gate_features(bundle:Bundle, images, bs:int)->torch.Tensor:
-    "Pooled features of `images`, any iterable of decoded images: each is preprocessed at once, so a generator keeps no image alive."
-    images, out = iter(images), []
-    while batch := [bundle.preprocess([im]) for im in itertools.islice(images, bs)]:
-        out.append(bundle.proba_and_features(torch.cat(batch))[1])
-    return torch.cat(out) if out else torch.empty(0, feature_dim(bundle.model))
+    "Pooled features of `images` through the one batch loop: an `ImageFiles` of paths (each file decoded when its batch needs it), or decoded images."
+    data = images if isinstance(images, ImageFiles) else DecodedImages(list(images), bundle.preprocessor)
+    if not len(data): return torch.empty(0, feature_dim(bundle.model))
+    return map_batches(lambda x: bundle.proba_and_features_on_device(x)[1], data, bs, bundle.device,
+                       num_workers=None if isinstance(data, ImageFiles) else 0)  # decoded images are in this process's memory
 
 def fit_gate(bundle:Bundle, # the loaded bundle whose features the gate measures
-             train_images, # decoded training images (a list or a generator): the centroids
+             train_images, # decoded training images (a list), or an `ImageFiles` of their paths: the centroids
              train_labels, # their class names, in the same order
-             valid_images, # decoded validation images (a list or a generator): the threshold
+             valid_images, # decoded validation images (a list), or an `ImageFiles` of their paths: the threshold
              quantile:float=GATE_QUANTILE, # the share of the validation images to keep inside
              bs:int=64, # images per forward pass
             )->FeatureGate:
@@ -570,10 +568,6 @@ def fit_gate(bundle:Bundle, # the loaded bundle whose features the gate measures
     return FeatureGate(centroids, float(torch.quantile(distances, quantile)), quantile, len(labels), len(distances))
 
 # %% ../nbs/06_bundle.ipynb #ncf1af71
-def _decoded_paths(paths):
-    "RGB images decoded one at a time through `open_image_checked`."
-    for path in paths: yield to_rgb(open_image_checked(path))
-
 def fit_gate_on_items(bundle:Bundle, # the loaded bundle
                       train_items, # a DataFrame with `path` and `label`, e.g. a learner's `dls.train_ds.items`
                       valid_items, # the same for validation images, e.g. `dls.valid_ds.items`
@@ -587,7 +581,8 @@ def fit_gate_on_items(bundle:Bundle, # the loaded bundle
     per_class = max(1, max_train // max(1, train_items['label'].nunique()))
     train = train_items.sample(frac=1, random_state=seed).groupby('label', sort=False).head(per_class)
     valid = valid_items.sample(frac=1, random_state=seed).head(max_valid)
-    return fit_gate(bundle, _decoded_paths(train['path']), list(train['label']), _decoded_paths(valid['path']), quantile, bs)
+    files = lambda paths: ImageFiles(paths, bundle.preprocessor)
+    return fit_gate(bundle, files(train['path']), list(train['label']), files(valid['path']), quantile, bs)
 
 # %% ../nbs/06_bundle.ipynb #n96c99ce
 def update_config(bundle_dir, # a bundle folder

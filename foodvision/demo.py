@@ -40,7 +40,7 @@ class DemoConfig:
     schedule:str = 'probe'  # `TrainConfig.schedule`: 'probe' trains a head on frozen pretrained features (measured: beats fine-tuning on 2 CPU cores)
     item_tfms:str = 'squish'  # resize preset (see `foodvision.data.ITEM_TFMS`)
     aug:bool = False  # batch augmentation: off (a probe computes the frozen features once, without augmentation)
-    rounds:int = 2  # find → fix → retrain rounds (the second finds what the first model's noise hid)
+    rounds:int = 1  # find → fix → retrain rounds (measured: a second unattended round at the same thresholds lowers test accuracy, see BENCHMARKS.md)
     method:str = 'embedding'  # out-of-sample route for finding label issues: 'embedding' or 'finetune'
     folds:int = 5  # cross-validation folds for finding issues
     min_score:float = DEFAULT_POLICY.relabel_at  # relabel a flagged item to its suggestion when its score (1 - label quality) is at least this (`AcceptPolicy.relabel_at`)
