@@ -27,10 +27,11 @@ if __name__ == '__main__':
     summary = json.loads((demo/'summary.json').read_text())
     cfg = DemoConfig(**summary['config'])
     seeds = [int(s) for s in args.seeds.split(',')]
-    # (name, store folder, batches to undo, expected version, the demo's own run)
-    batches = [v['what'].split('batch ')[1].rstrip(')') for v in summary['versions'][1:]]
+    ev = Store(demo/'store').events()
+    batches = list(dict.fromkeys(ev[ev.actor == 'auto'].batch))  # the rounds' batches, oldest first
     def own(r): return demo/Path(r).relative_to(summary['out'])  # the summary's paths are relative to where the demo ran
-    todo = [(v['what'].split(':')[0].split(',')[0], demo/'store', batches[i:], v['version'], own(r))
+    # (name, store folder, batches to undo, expected version, the demo's own run)
+    todo = [('noisy' if i == 0 else f'round {i}', demo/'store', batches[i:], v['version'], own(r))
             for i, (v, r) in enumerate(zip(summary['versions'], summary['runs']))]
     if summary.get('ceiling'): todo.append(('ceiling (clean labels)', demo/'store-clean', [], None, own(summary['ceiling'])))
     rows, t_all = [], time.perf_counter()
